@@ -1,0 +1,254 @@
+//! `reservations`: checkout holds that expire, and their commit, fulfilment and release; plus the expiry job.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Number, Value, json};
+use stockroom_domain::{CommitLine, HoldLine, HoldRequest, ReservationId, Ttl};
+use stockroom_runtime::{ApiError, JsonBody, RawBody, fields, idempotency, idempotency_key, ok, parse, respond};
+use stockroom_store::{Command, ReservationView, Store};
+use utoipa::OpenApi;
+
+/// Lines in one reservation at most.
+pub const LINES_MAX: usize = 100;
+/// Lapsed holds one run of the expiry job books at most, by default and at most.
+pub const EXPIRE_BATCH_DEFAULT: i64 = 1_000;
+pub const EXPIRE_BATCH_MAX: i64 = 10_000;
+
+pub fn router(store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/v1/reservations", post(hold))
+        .route("/v1/reservations/{id}", get(get_reservation))
+        .route("/v1/reservations/{id}/commit", post(commit))
+        .route("/v1/reservations/{id}/fulfil", post(fulfil))
+        .route("/v1/reservations/{id}/release", post(release))
+        .route("/jobs/expire-reservations", post(expire_job))
+        .with_state(store)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(hold, get_reservation, commit, fulfil, release, expire_job),
+    components(schemas(ReservationBody, LineBody, CommitBody, CommitLineBody, ReservationView)),
+    tags((name = "reservations", description = "Holds at checkout, sales, shipments and returns"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub sku: String,
+    #[schema(value_type = i64, minimum = 1)]
+    pub quantity: Number,
+    /// Hold only here; without it the line is sourced across locations by priority, split if needed.
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationBody {
+    /// Makes the request idempotent: the same id and body answer the first answer again.
+    pub reservation_id: Option<String>,
+    pub lines: Vec<LineBody>,
+    /// 1 to 86400; default 900.
+    #[schema(value_type = Option<i64>)]
+    pub ttl_seconds: Option<Number>,
+    pub reference: Option<String>,
+}
+
+impl TryFrom<&ReservationBody> for HoldRequest {
+    type Error = ApiError;
+
+    fn try_from(b: &ReservationBody) -> Result<Self, ApiError> {
+        if b.lines.is_empty() || b.lines.len() > LINES_MAX {
+            return Err(ApiError::invalid("invalid_lines", format!("send 1 to {LINES_MAX} lines")));
+        }
+        let lines = b
+            .lines
+            .iter()
+            .map(|l| {
+                Ok(HoldLine {
+                    sku: fields::sku(&l.sku)?,
+                    quantity: fields::quantity(&l.quantity, "quantity")?,
+                    location: l.location.as_deref().map(fields::location).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let ttl = match &b.ttl_seconds {
+            None => Ttl::default(),
+            Some(n) => n
+                .as_i64()
+                .ok_or_else(|| format!("ttl_seconds must be a whole number; got {n}"))
+                .and_then(Ttl::seconds)
+                .map_err(|m| ApiError::invalid("invalid_ttl", m))?,
+        };
+        let reference =
+            b.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?;
+        Ok(HoldRequest { lines, ttl, reference })
+    }
+}
+
+/// Hold stock for a checkout: every line or none.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReservationBody,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = ReservationView, description = "held"), (status = 200, body = ReservationView, description = "the same request again"),
+               (status = 409, description = "insufficient_stock (with shortfalls), reservation_exists or idempotency_in_progress"),
+               (status = 422, description = "invalid, or idempotency_mismatch")))]
+async fn hold(
+    State(store): State<Arc<dyn Store>>,
+    headers: HeaderMap,
+    body: JsonBody<ReservationBody>,
+) -> Result<Response, ApiError> {
+    let request = HoldRequest::try_from(&body.value)?;
+    let given = body.value.reservation_id.as_deref().map(fields::reservation_id).transpose()?;
+    let path = "/v1/reservations";
+    let idem = match (idempotency_key(&headers)?, &given) {
+        (Some(key), _) => Some(idempotency(key, &Method::POST, path, &body.raw)?),
+        (None, Some(id)) => Some(idempotency(&format!("reservation:{id}"), &Method::POST, path, &body.raw)?),
+        (None, None) => None,
+    };
+    let id = match given {
+        Some(id) => id,
+        None => ReservationId::parse(&uuid::Uuid::now_v7().to_string())
+            .map_err(|e| ApiError::invalid("invalid_reservation_id", e.to_string()))?,
+    };
+    Ok(respond(store.execute(Command::Hold { id, request }, idem).await?))
+}
+
+/// A reservation and its state: held, committed, fulfilled, released or expired.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation")))]
+async fn get_reservation(State(store): State<Arc<dyn Store>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
+    match store.reservation(&id, chrono::Utc::now()).await? {
+        Some(view) => Ok(ok(StatusCode::OK, &view)),
+        None => Err(unknown(id.as_str())),
+    }
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::not_found("unknown_reservation", "no such reservation").with_details(json!({ "reservation_id": id }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitLineBody {
+    pub sku: String,
+    #[schema(value_type = i64, minimum = 1)]
+    pub quantity: Number,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// A partial commit: these quantities are sold, everything else is released.
+    pub lines: Option<Vec<CommitLineBody>>,
+}
+
+/// An optional JSON body: empty means `{}`.
+fn optional_body<T: serde::de::DeserializeOwned>(raw: &RawBody) -> Result<(Option<T>, Value), ApiError> {
+    if raw.0.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, json!({})));
+    }
+    let parsed = parse::<T>(&raw.0)?;
+    Ok((Some(parsed.value), parsed.raw))
+}
+
+/// The `Idempotency-Key` of a reservation step, bound to the step and its body.
+fn step_idempotency(
+    headers: &HeaderMap,
+    path: &str,
+    body: &Value,
+) -> Result<Option<stockroom_store::Idempotency>, ApiError> {
+    idempotency_key(headers)?.map(|key| idempotency(key, &Method::POST, path, body)).transpose()
+}
+
+/// Sell what is held (or part of it; the rest is released).
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)),
+    request_body(content = Option<CommitBody>),
+    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"),
+              (status = 409, description = "invalid_state"), (status = 410, description = "reservation_expired"),
+              (status = 422, description = "invalid lines")))]
+async fn commit(
+    State(store): State<Arc<dyn Store>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
+    let (body, raw_json) = optional_body::<CommitBody>(&raw)?;
+    let lines = match body.and_then(|b| b.lines) {
+        None => None,
+        Some(lines) if lines.is_empty() || lines.len() > LINES_MAX => {
+            return Err(ApiError::invalid("invalid_lines", format!("send 1 to {LINES_MAX} lines, or no body")));
+        }
+        Some(lines) => Some(
+            lines
+                .iter()
+                .map(|l| {
+                    Ok(CommitLine { sku: fields::sku(&l.sku)?, quantity: fields::quantity(&l.quantity, "quantity")? })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?,
+        ),
+    };
+    let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/commit"), &raw_json)?;
+    Ok(respond(store.execute(Command::Commit { id, lines }, idem).await?))
+}
+
+/// Shipped: the committed units leave on_hand.
+#[utoipa::path(post, path = "/v1/reservations/{id}/fulfil", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state")))]
+async fn fulfil(
+    State(store): State<Arc<dyn Store>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
+    let (_, raw_json) = optional_body::<Value>(&raw)?;
+    let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/fulfil"), &raw_json)?;
+    Ok(respond(store.execute(Command::Fulfil { id }, idem).await?))
+}
+
+/// Cancel: a hold is released, a sale returned. Releasing again answers 200 and changes nothing.
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state (fulfilled)")))]
+async fn release(
+    State(store): State<Arc<dyn Store>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
+    let (_, raw_json) = optional_body::<Value>(&raw)?;
+    let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/release"), &raw_json)?;
+    Ok(respond(store.execute(Command::Release { id }, idem).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExpireQuery {
+    /// Lapsed holds to book in this run: 1 to 10000, default 1000.
+    pub limit: Option<i64>,
+}
+
+/// Cloud Scheduler target: books lapsed holds as expired. Not needed for correctness (expiry is applied at read
+/// time); it keeps the ledger's movements current. Safe to run twice.
+#[utoipa::path(post, path = "/jobs/expire-reservations", tag = "reservations", params(ExpireQuery),
+    responses((status = 200, description = "`{\"expired\": n}`")))]
+async fn expire_job(
+    State(store): State<Arc<dyn Store>>,
+    query: Result<Query<ExpireQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(EXPIRE_BATCH_DEFAULT);
+    if !(1..=EXPIRE_BATCH_MAX).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {EXPIRE_BATCH_MAX}")));
+    }
+    let expired = store.expire_due(limit).await?;
+    Ok(ok(StatusCode::OK, &json!({ "expired": expired })))
+}

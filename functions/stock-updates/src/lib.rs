@@ -1,0 +1,278 @@
+//! `stock-updates`: locations, adjustments, stock levels, the movement ledger and SKU policies.
+//!
+//! A router over the store; `main.rs` serves it alone, `stockroom serve` merges it with the others.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::Number;
+use stockroom_domain::{Change, ChangeOp};
+use stockroom_runtime::{ApiError, JsonBody, fields, idempotency, idempotency_key, ok, respond};
+use stockroom_store::{Command, LocationRecord, MovementFilter, MovementPage, Policy, PolicyUpdate, StockView, Store};
+use utoipa::OpenApi;
+
+/// Changes in one adjustment batch at most.
+pub const CHANGES_MAX: usize = 500;
+/// SKUs in one `GET /v1/stock?skus=` at most.
+pub const STOCK_SKUS_MAX: usize = 100;
+/// Movements in one page at most, and by default.
+pub const MOVEMENTS_LIMIT_MAX: i64 = 1_000;
+pub const MOVEMENTS_LIMIT_DEFAULT: i64 = 100;
+/// Location priorities run from 0 (sourced first) to this.
+pub const PRIORITY_MAX: i64 = 1_000_000;
+
+pub fn router(store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/v1/locations", get(list_locations))
+        .route("/v1/locations/{location}", put(put_location))
+        .route("/v1/adjustments", post(adjust))
+        .route("/v1/stock", get(stock_many))
+        .route("/v1/stock/{sku}", get(stock_one))
+        .route("/v1/movements", get(movements))
+        .route("/v1/skus/{sku}/policy", put(put_policy))
+        .with_state(store)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(put_location, list_locations, adjust, stock_one, stock_many, movements, put_policy),
+    components(schemas(LocationBody, AdjustmentBody, ChangeBody, PolicyBody, LocationRecord, StockView, MovementPage, Policy)),
+    tags((name = "stock", description = "Locations, adjustments, levels and the ledger"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationBody {
+    /// Display name; defaults to the location id.
+    pub name: Option<String>,
+    /// Lower is sourced first. 0 to 1,000,000.
+    pub priority: i64,
+}
+
+/// Create or update a location.
+#[utoipa::path(put, path = "/v1/locations/{location}", tag = "stock", request_body = LocationBody,
+    params(("location" = String, Path)),
+    responses((status = 200, body = LocationRecord, description = "updated"), (status = 201, body = LocationRecord, description = "created"),
+               (status = 422, description = "invalid")))]
+async fn put_location(
+    State(store): State<Arc<dyn Store>>,
+    Path(location): Path<String>,
+    body: JsonBody<LocationBody>,
+) -> Result<Response, ApiError> {
+    let location = fields::location(&location)?;
+    let name = match &body.value.name {
+        Some(n) => fields::text(n, "name", fields::TEXT_BYTES_MAX)?,
+        None => location.to_string(),
+    };
+    let priority = body.value.priority;
+    if !(0..=PRIORITY_MAX).contains(&priority) {
+        return Err(ApiError::invalid("invalid_priority", format!("priority must be 0 to {PRIORITY_MAX}")));
+    }
+    let (record, created) = store.put_location(location, name, priority).await?;
+    Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, &record))
+}
+
+/// Every location, in sourcing order.
+#[utoipa::path(get, path = "/v1/locations", tag = "stock", responses((status = 200, body = Object, description = "`{\"locations\": [...]}`")))]
+async fn list_locations(State(store): State<Arc<dyn Store>>) -> Result<Response, ApiError> {
+    let locations = store.locations().await?;
+    Ok(ok(StatusCode::OK, &serde_json::json!({ "locations": locations })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBody {
+    pub sku: String,
+    pub location: String,
+    /// Add (or, negative, remove) this many units. Exactly one of `delta` and `set`.
+    #[schema(value_type = Option<i64>)]
+    pub delta: Option<Number>,
+    /// on_hand becomes exactly this (a count).
+    #[schema(value_type = Option<i64>)]
+    pub set: Option<Number>,
+    pub reason: String,
+    pub reference: Option<String>,
+    /// Compare-and-set: refused with 409 `on_hand_mismatch` unless on_hand is this now.
+    #[schema(value_type = Option<i64>)]
+    pub expected_on_hand: Option<Number>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentBody {
+    pub changes: Vec<ChangeBody>,
+}
+
+impl TryFrom<&ChangeBody> for Change {
+    type Error = ApiError;
+
+    fn try_from(c: &ChangeBody) -> Result<Self, ApiError> {
+        let op = match (&c.delta, &c.set) {
+            (Some(d), None) => ChangeOp::Delta(fields::delta(d)?),
+            (None, Some(s)) => ChangeOp::Set(fields::level(s, "set")?),
+            _ => return Err(ApiError::invalid("invalid_change", "each change needs exactly one of delta and set")),
+        };
+        Ok(Change {
+            sku: fields::sku(&c.sku)?,
+            location: fields::location(&c.location)?,
+            op,
+            reason: fields::text(&c.reason, "reason", fields::TEXT_BYTES_MAX)?,
+            reference: c
+                .reference
+                .as_deref()
+                .map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX))
+                .transpose()?,
+            expected_on_hand: c.expected_on_hand.as_ref().map(|e| fields::level(e, "expected_on_hand")).transpose()?,
+        })
+    }
+}
+
+/// Apply a batch of changes, all or nothing. Requires `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/adjustments", tag = "stock", request_body = AdjustmentBody,
+    params(("Idempotency-Key" = String, Header, description = "required; the same key and body answer the first answer again")),
+    responses((status = 200, description = "`{\"levels\": [...]}`"), (status = 400, description = "missing Idempotency-Key or malformed JSON"),
+              (status = 409, description = "on_hand_mismatch or idempotency_in_progress"), (status = 422, description = "invalid")))]
+async fn adjust(
+    State(store): State<Arc<dyn Store>>,
+    headers: HeaderMap,
+    body: JsonBody<AdjustmentBody>,
+) -> Result<Response, ApiError> {
+    let Some(key) = idempotency_key(&headers)? else {
+        return Err(ApiError::bad_request(
+            "idempotency_key_required",
+            "POST /v1/adjustments needs an Idempotency-Key header",
+        ));
+    };
+    let changes = &body.value.changes;
+    if changes.is_empty() || changes.len() > CHANGES_MAX {
+        return Err(ApiError::invalid("invalid_changes", format!("send 1 to {CHANGES_MAX} changes")));
+    }
+    let changes = changes.iter().map(Change::try_from).collect::<Result<Vec<_>, _>>()?;
+    let idem = idempotency(key, &Method::POST, "/v1/adjustments", &body.raw)?;
+    let command = Command::Adjust { changes, cause: format!("adjustment:{key}") };
+    Ok(respond(store.execute(command, Some(idem)).await?))
+}
+
+/// Stock of one SKU at every location, and in total.
+#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
+    responses((status = 200, body = StockView), (status = 404, description = "unknown_sku"), (status = 422, description = "invalid_sku")))]
+async fn stock_one(State(store): State<Arc<dyn Store>>, Path(sku): Path<String>) -> Result<Response, ApiError> {
+    let sku = fields::sku(&sku)?;
+    let mut found = store.stock(std::slice::from_ref(&sku), chrono::Utc::now()).await?;
+    match found.pop() {
+        Some(view) => Ok(ok(StatusCode::OK, &view)),
+        None => Err(ApiError::not_found("unknown_sku", format!("no stock has ever been recorded for {sku}"))
+            .with_details(serde_json::json!({ "sku": sku }))),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StockQuery {
+    /// Comma-separated SKUs, at most 100.
+    pub skus: Option<String>,
+}
+
+/// Stock of several SKUs at once: a JSON array in the order asked, unknown SKUs left out.
+#[utoipa::path(get, path = "/v1/stock", tag = "stock", params(StockQuery),
+    responses((status = 200, body = Vec<StockView>), (status = 422, description = "invalid or too many skus")))]
+async fn stock_many(
+    State(store): State<Arc<dyn Store>>,
+    query: Result<Query<StockQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let raw = query.skus.unwrap_or_default();
+    let names: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if names.is_empty() || names.len() > STOCK_SKUS_MAX {
+        return Err(ApiError::invalid(
+            "invalid_skus",
+            format!("pass 1 to {STOCK_SKUS_MAX} comma-separated skus in ?skus="),
+        ));
+    }
+    let skus = names.iter().map(|s| fields::sku(s)).collect::<Result<Vec<_>, _>>()?;
+    let views = store.stock(&skus, chrono::Utc::now()).await?;
+    Ok(ok(StatusCode::OK, &views))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct MovementQuery {
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// 1 to 1000; default 100.
+    pub limit: Option<i64>,
+}
+
+/// The ledger, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/movements", tag = "stock", params(MovementQuery),
+    responses((status = 200, body = MovementPage), (status = 422, description = "invalid filter")))]
+async fn movements(
+    State(store): State<Arc<dyn Store>>,
+    query: Result<Query<MovementQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(MOVEMENTS_LIMIT_DEFAULT);
+    if !(1..=MOVEMENTS_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {MOVEMENTS_LIMIT_MAX}")));
+    }
+    let after = match q.after.filter(|a| !a.is_empty()) {
+        Some(a) if a.len() <= 64 && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => Some(a),
+        Some(_) => return Err(ApiError::invalid("invalid_cursor", "after must be a movement id from a previous page")),
+        None => None,
+    };
+    let filter = MovementFilter {
+        sku: q.sku.filter(|s| !s.is_empty()).map(|s| fields::sku(&s)).transpose()?,
+        location: q.location.filter(|s| !s.is_empty()).map(|s| fields::location(&s)).transpose()?,
+        after,
+        limit,
+    };
+    Ok(ok(StatusCode::OK, &store.movements(&filter).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    /// Days of cover under which the SKU counts as low (default 7); null clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub low_stock_days: Option<Option<Number>>,
+    /// Available at or under this counts as low; null clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub reorder_point: Option<Option<Number>>,
+    /// Units kept back at every location of the SKU, never sold.
+    #[schema(value_type = Option<i64>)]
+    pub safety_stock: Option<Number>,
+}
+
+/// Tells a field sent as `null` (clear it) from a field left out (keep it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Number>>, D::Error> {
+    Option::<Number>::deserialize(d).map(Some)
+}
+
+/// Set a SKU's policy; fields left out keep their value.
+#[utoipa::path(put, path = "/v1/skus/{sku}/policy", tag = "stock", params(("sku" = String, Path)), request_body = PolicyBody,
+    responses((status = 200, body = Policy), (status = 422, description = "invalid")))]
+async fn put_policy(
+    State(store): State<Arc<dyn Store>>,
+    Path(sku): Path<String>,
+    body: JsonBody<PolicyBody>,
+) -> Result<Response, ApiError> {
+    let sku = fields::sku(&sku)?;
+    let b = &body.value;
+    let optional = |v: &Option<Option<Number>>, field: &'static str| -> Result<Option<Option<i64>>, ApiError> {
+        v.as_ref().map(|inner| inner.as_ref().map(|n| fields::level(n, field)).transpose()).transpose()
+    };
+    let update = PolicyUpdate {
+        low_stock_days: optional(&b.low_stock_days, "low_stock_days")?,
+        reorder_point: optional(&b.reorder_point, "reorder_point")?,
+        safety_stock: b.safety_stock.as_ref().map(|n| fields::level(n, "safety_stock")).transpose()?,
+    };
+    Ok(ok(StatusCode::OK, &store.put_policy(sku, update).await?))
+}

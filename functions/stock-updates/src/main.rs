@@ -1,0 +1,16 @@
+//! `stock-updates` alone, as Cloud Run runs it.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "stock-updates")]
+struct Cli {
+    #[command(flatten)]
+    settings: stockroom_runtime::Settings,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    stockroom_runtime::serve_function("stock-updates", cli.settings, stockroom_stock_updates::router).await
+}

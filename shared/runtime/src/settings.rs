@@ -1,0 +1,116 @@
+//! Settings, typed and read once in `main` from flags or the environment. Every one is in the README.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use stockroom_store::{SqlStore, Store, StoreSettings};
+
+use crate::serve::{Limits, run, shutdown_signal, with_edges};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Port to listen on (Cloud Run sets it).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "STOCKROOM_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+    /// The ledger: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db")]
+    pub database_url: String,
+    /// PostgreSQL connections (SQLite: reader connections).
+    #[arg(long, env = "STOCKROOM_DB_POOL_MAX", default_value_t = 16)]
+    pub db_pool_max: u32,
+    /// How long a request waits for a database connection before answering 503.
+    #[arg(long, env = "STOCKROOM_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
+    /// SQLite: most commands applied in one transaction by the writer.
+    #[arg(long, env = "STOCKROOM_SQLITE_BATCH_MAX", default_value_t = 128)]
+    pub sqlite_batch_max: usize,
+    /// SQLite: most commands waiting for the writer before answering 503.
+    #[arg(long, env = "STOCKROOM_SQLITE_QUEUE_MAX", default_value_t = 4_096)]
+    pub sqlite_queue_max: usize,
+    /// Largest request body accepted.
+    #[arg(long, env = "STOCKROOM_BODY_BYTES_MAX", default_value_t = 256 * 1024)]
+    pub body_bytes_max: usize,
+    /// A request running longer than this is answered 503.
+    #[arg(long, env = "STOCKROOM_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// After SIGTERM, how long in-flight requests get to finish.
+    #[arg(long, env = "STOCKROOM_DRAIN_SECONDS", default_value_t = 8)]
+    pub drain_seconds: u64,
+    /// Google Cloud project, for trace ids in logs.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    pub project: Option<String>,
+}
+
+impl Settings {
+    /// Defaults for a database, as a test or an embedding program would start from.
+    pub fn for_database(url: impl Into<String>) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: Settings,
+        }
+        // Parsing no arguments gives the documented defaults (and whatever STOCKROOM_* the environment sets).
+        let mut s = Only::try_parse_from(["stockroom"]).map(|o| o.s).unwrap_or_else(|_| Self::fallback());
+        s.database_url = url.into();
+        s
+    }
+
+    fn fallback() -> Self {
+        Self {
+            port: 8080,
+            bind: "0.0.0.0".into(),
+            database_url: "sqlite://stockroom.db".into(),
+            db_pool_max: 16,
+            db_acquire_timeout_ms: 5_000,
+            sqlite_batch_max: 128,
+            sqlite_queue_max: 4_096,
+            body_bytes_max: 256 * 1024,
+            request_timeout_ms: 30_000,
+            drain_seconds: 8,
+            project: None,
+        }
+    }
+
+    pub fn store(&self) -> StoreSettings {
+        let mut s = StoreSettings::new(self.database_url.clone());
+        s.pool_max = self.db_pool_max;
+        s.acquire_timeout_ms = self.db_acquire_timeout_ms;
+        s.batch_max = self.sqlite_batch_max;
+        s.queue_max = self.sqlite_queue_max;
+        s
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            body_bytes_max: self.body_bytes_max,
+            request_timeout_ms: self.request_timeout_ms,
+            drain_seconds: self.drain_seconds,
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Arc<dyn Store>, stockroom_store::StoreError> {
+        Ok(Arc::new(SqlStore::connect(&self.store()).await?))
+    }
+}
+
+/// A whole function's `main`: settings, logs, one store for the process, the router with its edges and the
+/// health routes, served on `PORT` until SIGTERM.
+pub async fn serve_function(
+    name: &str,
+    settings: Settings,
+    router: impl FnOnce(Arc<dyn Store>) -> Router,
+) -> Result<(), Box<dyn std::error::Error>> {
+    crate::logging::init(settings.project.clone());
+    let store = settings.connect().await?;
+    let app = with_edges(router(store.clone()).merge(crate::health::router(store)), &settings.limits());
+    let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
+    tracing::info!(function = name, address = %listener.local_addr()?, "listening");
+    run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;
+    tracing::info!(function = name, "stopped");
+    Ok(())
+}

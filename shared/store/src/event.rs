@@ -1,0 +1,36 @@
+//! The outbox's CloudEvent for a movement. Issue 3's relay publishes these as they are.
+
+use serde_json::{Value, json};
+use stockroom_domain::{Levels, Movement, MovementKind};
+
+/// The CloudEvent type each movement kind leaves as.
+pub fn event_type(kind: MovementKind) -> &'static str {
+    match kind {
+        MovementKind::Adjustment => "dev.stockroom.stock.changed.v1",
+        MovementKind::Hold => "dev.stockroom.reservation.held.v1",
+        MovementKind::Commit => "dev.stockroom.reservation.committed.v1",
+        MovementKind::Fulfil => "dev.stockroom.reservation.fulfilled.v1",
+        MovementKind::Release => "dev.stockroom.reservation.released.v1",
+        MovementKind::Expire => "dev.stockroom.reservation.expired.v1",
+    }
+}
+
+/// A structured-mode CloudEvent: `id` is the movement id, so it stays the same however often it is relayed.
+pub fn movement_event(m: &Movement, origin: &str, after: &Levels) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": m.id,
+        "source": format!("//stockroom/{origin}"),
+        "type": event_type(m.kind),
+        "subject": m.sku,
+        "time": m.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "datacontenttype": "application/json",
+        "data": {
+            "movement": m,
+            "levels": {
+                "on_hand": after.on_hand, "reserved": after.reserved, "committed": after.committed,
+                "safety_stock": after.safety_stock, "available": after.available(),
+            },
+        },
+    })
+}

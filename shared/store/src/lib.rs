@@ -1,0 +1,52 @@
+//! Stockroom's store port and its implementation over SQL.
+//!
+//! [`Store`] is the port every function holds (as `Arc<dyn Store>`). [`SqlStore`] implements it twice over, on
+//! the embedded SQLite file (the default) and on PostgreSQL, with one schema and one set of statements: both
+//! speak the same SQL here, and where they differ ([`sql::Dialect`]) the difference is named in one place.
+//! SQLite gets one writer task that applies queued commands in batches, one transaction per batch and a
+//! savepoint per command; PostgreSQL runs each command in its own transaction with the touched level rows
+//! locked in key order.
+
+mod answer;
+mod error;
+mod event;
+mod model;
+mod runner;
+mod schema;
+pub mod sql;
+
+pub use answer::{Answer, ErrorBody};
+pub use error::StoreError;
+pub use event::event_type;
+pub use model::{
+    AllocationView, Command, Idempotency, LocationRecord, MovementFilter, MovementPage, MovementRow, Policy,
+    PolicyUpdate, ReservationLineView, ReservationView, StockFigures, StockLocation, StockView,
+};
+pub use sql::{SqlStore, StoreSettings};
+
+use async_trait::async_trait;
+use stockroom_domain::{Location, ReservationId, Sku, Timestamp};
+
+/// What every Stockroom function needs from the ledger.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates a location; `true` when it was created.
+    async fn put_location(
+        &self,
+        id: Location,
+        name: String,
+        priority: i64,
+    ) -> Result<(LocationRecord, bool), StoreError>;
+    async fn locations(&self) -> Result<Vec<LocationRecord>, StoreError>;
+    /// Stock of each known sku in `skus`, in the order asked; unknown skus are left out.
+    async fn stock(&self, skus: &[Sku], now: Timestamp) -> Result<Vec<StockView>, StoreError>;
+    async fn reservation(&self, id: &ReservationId, now: Timestamp) -> Result<Option<ReservationView>, StoreError>;
+    async fn movements(&self, filter: &MovementFilter) -> Result<MovementPage, StoreError>;
+    async fn put_policy(&self, sku: Sku, update: PolicyUpdate) -> Result<Policy, StoreError>;
+    /// Runs a command exactly once per idempotency key and answers as the contract says.
+    async fn execute(&self, command: Command, idempotency: Option<Idempotency>) -> Result<Answer, StoreError>;
+    /// Books up to `limit` lapsed holds as expired; the count booked.
+    async fn expire_due(&self, limit: i64) -> Result<u64, StoreError>;
+    /// Reachable and answering.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,544 @@
+//! One command, start to finish, on one connection: lock the rows it touches in key order, hand the state to
+//! the domain with `now`, write levels, movements, outbox and the idempotency answer together.
+//!
+//! The same code runs on both backends. Each call opens its own (sub)transaction with `Connection::begin`,
+//! which is a real transaction on PostgreSQL and a savepoint inside SQLite's batch transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
+use stockroom_domain::{
+    Allocation, LapsedAllocation, Levels, Location, Refusal, Reservation, ReservationId, ReservationLine,
+    ReservationStatus, Sku, StockBook, Timestamp,
+};
+
+use crate::answer::Answer;
+use crate::error::StoreError;
+use crate::event::movement_event;
+use crate::model::{Command, Idempotency, ReservationView, StockFigures};
+use crate::sql::{Dialect, from_micros, list, parse};
+
+/// How long an idempotency claim keeps others out before a retry may take it over. Longer than the request
+/// timeout, so only a crashed attempt's claim is ever taken over.
+pub(crate) const CLAIM_LEASE_SECONDS: i64 = 60;
+
+/// Movements (and outbox rows) per INSERT statement: well under SQLite's and PostgreSQL's parameter limits.
+const INSERT_ROWS_MAX: usize = 200;
+
+pub(crate) enum Claim {
+    Claimed(String),
+    Replay(Answer),
+    Mismatch,
+    InProgress,
+}
+
+/// Takes the idempotency key for this request, or says why not.
+pub(crate) async fn claim(conn: &mut AnyConnection, idem: &Idempotency, token: &str) -> Result<Claim, StoreError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let lease_until = now + CLAIM_LEASE_SECONDS * 1_000_000;
+    let mut tx = conn.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency (key, request_hash, state, claim, lease_until, status, body, created_at, updated_at) \
+         VALUES ($1, $2, 'in_flight', $3, $4, NULL, NULL, $5, $5) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&idem.key)
+    .bind(&idem.request_hash)
+    .bind(token)
+    .bind(lease_until)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let outcome = if inserted == 1 {
+        Claim::Claimed(token.to_owned())
+    } else {
+        let row =
+            sqlx::query("SELECT request_hash, state, claim, lease_until, status, body FROM idempotency WHERE key = $1")
+                .bind(&idem.key)
+                .fetch_one(&mut *tx)
+                .await?;
+        let hash: String = row.try_get(0)?;
+        let state: String = row.try_get(1)?;
+        if hash != idem.request_hash {
+            Claim::Mismatch
+        } else if state == "done" {
+            let status: Option<i64> = row.try_get(4)?;
+            let body: Option<String> = row.try_get(5)?;
+            let body = serde_json::from_str(body.as_deref().unwrap_or("null"))
+                .map_err(|e| StoreError::Corrupt(format!("stored answer for {}: {e}", idem.key)))?;
+            let status = u16::try_from(status.unwrap_or(500)).unwrap_or(500);
+            Claim::Replay(Answer::new(status, body).replay())
+        } else {
+            let held_by: String = row.try_get(2)?;
+            let held_until: i64 = row.try_get(3)?;
+            if held_until > now {
+                Claim::InProgress
+            } else {
+                // The earlier attempt died holding the claim: take it over, unless someone else just did.
+                let taken = sqlx::query(
+                    "UPDATE idempotency SET claim = $1, lease_until = $2, updated_at = $3 \
+                     WHERE key = $4 AND state = 'in_flight' AND claim = $5",
+                )
+                .bind(token)
+                .bind(lease_until)
+                .bind(now)
+                .bind(&idem.key)
+                .bind(&held_by)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if taken == 1 { Claim::Claimed(token.to_owned()) } else { Claim::InProgress }
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Gives a claim back after a failed attempt, so that a retry need not wait for the lease.
+pub(crate) async fn unclaim(conn: &mut AnyConnection, key: &str, token: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM idempotency WHERE key = $1 AND claim = $2 AND state = 'in_flight'")
+        .bind(key)
+        .bind(token)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn finish(conn: &mut AnyConnection, key: &str, token: &str, answer: &Answer) -> Result<bool, StoreError> {
+    let body = serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let done = sqlx::query(
+        "UPDATE idempotency SET state = 'done', status = $1, body = $2, updated_at = $3 \
+         WHERE key = $4 AND claim = $5 AND state = 'in_flight'",
+    )
+    .bind(i64::from(answer.status))
+    .bind(body)
+    .bind(chrono::Utc::now().timestamp_micros())
+    .bind(key)
+    .bind(token)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// What a command came to: effects to keep, or a refusal whose effects are rolled back.
+enum Outcome {
+    Done(Answer),
+    Refused(Answer),
+}
+
+/// Runs a command in its own (sub)transaction; with a claim, stores the answer in the same transaction.
+pub(crate) async fn execute(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    command: &Command,
+    claim: Option<(&str, &str)>,
+) -> Result<Answer, StoreError> {
+    let now = crate::sql::now();
+    let mut tx = conn.begin().await?;
+    let outcome = run(&mut tx, dialect, command, now).await?;
+    let answer = match outcome {
+        Outcome::Done(answer) => answer,
+        Outcome::Refused(answer) => {
+            // A refusal changes nothing: drop whatever the attempt wrote, keep only the answer.
+            tx.rollback().await?;
+            tx = conn.begin().await?;
+            answer
+        }
+    };
+    if let Some((key, token)) = claim
+        && !finish(&mut tx, key, token, &answer).await?
+    {
+        // Our claim was taken over (we outlived the lease): the other attempt's answer is the one that counts.
+        tx.rollback().await?;
+        return Ok(Answer::idempotency_in_progress());
+    }
+    tx.commit().await?;
+    Ok(answer)
+}
+
+async fn run(conn: &mut AnyConnection, d: Dialect, command: &Command, now: Timestamp) -> Result<Outcome, StoreError> {
+    let origin = command.origin();
+    let mut ids = || uuid::Uuid::now_v7().to_string();
+    match command {
+        Command::Adjust { changes, cause } => {
+            let known: BTreeSet<Location> = locations(conn).await?.into_iter().collect();
+            let keys: BTreeSet<(Sku, Location)> = changes
+                .iter()
+                .filter(|c| known.contains(&c.location))
+                .map(|c| (c.sku.clone(), c.location.clone()))
+                .collect();
+            ensure_levels(conn, &keys, now).await?;
+            let skus: BTreeSet<Sku> = keys.iter().map(|(s, _)| s.clone()).collect();
+            let before = lock_levels(conn, d, &skus).await?;
+            let mut book = before.clone();
+            if let Err(r) = stockroom_domain::adjust(&mut book, &known, changes, cause, now, &mut ids) {
+                return Ok(Outcome::Refused(Answer::refusal(&r)));
+            }
+            write_book(conn, &before, &book, origin, now).await?;
+            let rows: Vec<_> =
+                keys.iter().map(|(s, l)| (s.clone(), l.clone(), StockFigures::from(book.levels(s, l)))).collect();
+            Ok(Outcome::Done(Answer::levels(&rows)))
+        }
+        Command::Hold { id, request } => {
+            let skus: BTreeSet<Sku> = request.lines.iter().map(|l| l.sku.clone()).collect();
+            let mut before = lock_levels(conn, d, &skus).await?;
+            if reservation_exists(conn, id).await? {
+                return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+            }
+            // Holds that lapsed on these rows give their units back first, booked, so that a late commit of
+            // theirs sees them gone.
+            let lapsed = lapsed_allocations(conn, &skus, now).await?;
+            if !lapsed.is_empty() {
+                let mut book = before.clone();
+                stockroom_domain::expire_lapsed(&mut book, &lapsed, now, &mut ids).map_err(corrupt)?;
+                write_book(conn, &before, &book, origin, now).await?;
+                mark_expired(conn, &lapsed).await?;
+                before = book.snapshot();
+            }
+            let locations = locations(conn).await?;
+            let mut book = before.clone();
+            match stockroom_domain::hold(&mut book, &locations, request, id.clone(), now, &mut ids) {
+                Err(r) => Ok(Outcome::Refused(Answer::refusal(&r))),
+                Ok(reservation) => {
+                    write_book(conn, &before, &book, origin, now).await?;
+                    insert_reservation(conn, &reservation).await?;
+                    Ok(Outcome::Done(Answer::reservation(201, &ReservationView::of(&reservation, now))))
+                }
+            }
+        }
+        Command::Commit { id, .. } | Command::Fulfil { id } | Command::Release { id } | Command::Expire { id } => {
+            let Some(peek) = load_reservation(conn, d, id, false).await? else {
+                return Ok(Outcome::Refused(Answer::unknown_reservation(id)));
+            };
+            // Level rows first, in key order, then the reservation: the order every writer takes.
+            let skus: BTreeSet<Sku> = peek.keys().into_iter().map(|(s, _)| s).collect();
+            let before = lock_levels(conn, d, &skus).await?;
+            let Some(mut reservation) = load_reservation(conn, d, id, true).await? else {
+                return Ok(Outcome::Refused(Answer::unknown_reservation(id)));
+            };
+            let mut book = before.clone();
+            let stored = reservation.clone();
+            let result = match command {
+                Command::Commit { lines, .. } => reservation.commit(lines.as_deref(), &mut book, now, &mut ids),
+                Command::Fulfil { .. } => reservation.fulfil(&mut book, now, &mut ids),
+                Command::Release { .. } => reservation.release(&mut book, now, &mut ids),
+                _ => reservation.expire(&mut book, now, &mut ids),
+            };
+            if let Err(r) = result {
+                return Ok(Outcome::Refused(Answer::refusal(&r)));
+            }
+            if reservation != stored {
+                write_book(conn, &before, &book, origin, now).await?;
+                update_reservation(conn, &reservation).await?;
+            }
+            Ok(Outcome::Done(Answer::reservation(200, &ReservationView::of(&reservation, now))))
+        }
+    }
+}
+
+fn corrupt(r: Refusal) -> StoreError {
+    StoreError::Corrupt(format!("booking lapsed holds: {r}"))
+}
+
+async fn locations(conn: &mut AnyConnection) -> Result<Vec<Location>, StoreError> {
+    let rows = sqlx::query("SELECT id FROM locations ORDER BY priority, id").fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| parse(Location::parse, r.try_get::<String, _>(0)?)).collect()
+}
+
+/// Creates zero rows for (sku, location) pairs that have none yet, so that they can be locked.
+async fn ensure_levels(
+    conn: &mut AnyConnection,
+    keys: &BTreeSet<(Sku, Location)>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for (sku, location) in keys {
+        sqlx::query(
+            "INSERT INTO levels (sku, location, on_hand, reserved, committed, updated_at) VALUES ($1, $2, 0, 0, 0, $3) \
+             ON CONFLICT (sku, location) DO NOTHING",
+        )
+        .bind(sku.as_str())
+        .bind(location.as_str())
+        .bind(now.timestamp_micros())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every level row of these skus, locked (PostgreSQL) in key order, with the sku's safety stock.
+pub(crate) async fn lock_levels(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    skus: &BTreeSet<Sku>,
+) -> Result<StockBook, StoreError> {
+    if skus.is_empty() {
+        return Ok(StockBook::default());
+    }
+    let sql = format!(
+        "SELECT l.sku, l.location, l.on_hand, l.reserved, l.committed, \
+         COALESCE((SELECT p.safety_stock FROM sku_policies p WHERE p.sku = l.sku), 0) \
+         FROM levels l WHERE l.sku IN ({}) ORDER BY l.sku, l.location{}",
+        list(1, skus.len()),
+        d.for_update()
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for s in skus {
+        q = q.bind(s.as_str());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut levels = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let key = (parse(Sku::parse, r.try_get::<String, _>(0)?)?, parse(Location::parse, r.try_get::<String, _>(1)?)?);
+        let l = Levels {
+            on_hand: r.try_get(2)?,
+            reserved: r.try_get(3)?,
+            committed: r.try_get(4)?,
+            safety_stock: r.try_get(5)?,
+        };
+        levels.push((key, l));
+    }
+    Ok(StockBook::new(levels))
+}
+
+/// Writes what a decision changed: the new figures of each touched row, its movements and their outbox events.
+async fn write_book(
+    conn: &mut AnyConnection,
+    before: &StockBook,
+    book: &StockBook,
+    origin: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for ((sku, location), l) in book.changed() {
+        sqlx::query("UPDATE levels SET on_hand = $1, reserved = $2, committed = $3, updated_at = $4 WHERE sku = $5 AND location = $6")
+            .bind(l.on_hand)
+            .bind(l.reserved)
+            .bind(l.committed)
+            .bind(now.timestamp_micros())
+            .bind(sku.as_str())
+            .bind(location.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    // Each event carries the figures right after its own movement.
+    let mut running: BTreeMap<(Sku, Location), Levels> = BTreeMap::new();
+    let mut events = Vec::with_capacity(book.movements().len());
+    for m in book.movements() {
+        let key = (m.sku.clone(), m.location.clone());
+        let current = running.get(&key).copied().unwrap_or_else(|| before.levels(&m.sku, &m.location));
+        let after = current.apply(&m.deltas).map_err(corrupt)?;
+        running.insert(key, after);
+        events.push(movement_event(m, origin, &after).to_string());
+    }
+    for (chunk, events) in book.movements().chunks(INSERT_ROWS_MAX).zip(events.chunks(INSERT_ROWS_MAX)) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", list(i * 11 + 1, 11))).collect();
+        let sql = format!(
+            "INSERT INTO movements (id, at, sku, location, kind, on_hand_delta, reserved_delta, committed_delta, reason, reference, cause) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for m in chunk {
+            q = q
+                .bind(m.id.as_str())
+                .bind(m.at.timestamp_micros())
+                .bind(m.sku.as_str())
+                .bind(m.location.as_str())
+                .bind(m.kind.as_str())
+                .bind(m.deltas.on_hand)
+                .bind(m.deltas.reserved)
+                .bind(m.deltas.committed)
+                .bind(m.reason.as_str())
+                .bind(m.reference.as_deref())
+                .bind(m.cause.as_deref());
+        }
+        q.execute(&mut *conn).await?;
+
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("({}, NULL)", list(i * 4 + 1, 4))).collect();
+        let sql = format!("INSERT INTO outbox (id, sku, created_at, event, published_at) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (m, e) in chunk.iter().zip(events) {
+            q = q.bind(m.id.as_str()).bind(m.sku.as_str()).bind(now.timestamp_micros()).bind(e.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn reservation_exists(conn: &mut AnyConnection, id: &ReservationId) -> Result<bool, StoreError> {
+    let row =
+        sqlx::query("SELECT 1 FROM reservations WHERE id = $1").bind(id.as_str()).fetch_optional(&mut *conn).await?;
+    Ok(row.is_some())
+}
+
+async fn lapsed_allocations(
+    conn: &mut AnyConnection,
+    skus: &BTreeSet<Sku>,
+    now: Timestamp,
+) -> Result<Vec<LapsedAllocation>, StoreError> {
+    let sql = format!(
+        "SELECT reservation_id, sku, location, quantity, reference FROM allocations \
+         WHERE sku IN ({}) AND state = 'held' AND expires_at <= ${} ORDER BY reservation_id, line_no, alloc_no",
+        list(1, skus.len()),
+        skus.len() + 1
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for s in skus {
+        q = q.bind(s.as_str());
+    }
+    let rows = q.bind(now.timestamp_micros()).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LapsedAllocation {
+                reservation_id: parse(ReservationId::parse, r.try_get::<String, _>(0)?)?,
+                sku: parse(Sku::parse, r.try_get::<String, _>(1)?)?,
+                location: parse(Location::parse, r.try_get::<String, _>(2)?)?,
+                quantity: r.try_get(3)?,
+                reference: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+async fn mark_expired(conn: &mut AnyConnection, lapsed: &[LapsedAllocation]) -> Result<(), StoreError> {
+    for a in lapsed {
+        sqlx::query("UPDATE allocations SET state = 'expired' WHERE reservation_id = $1 AND sku = $2 AND location = $3 AND state = 'held'")
+            .bind(a.reservation_id.as_str())
+            .bind(a.sku.as_str())
+            .bind(a.location.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_reservation(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    id: &ReservationId,
+    lock: bool,
+) -> Result<Option<Reservation>, StoreError> {
+    let sql = format!(
+        "SELECT status, reference, created_at, expires_at, updated_at FROM reservations WHERE id = $1{}",
+        if lock { d.for_update() } else { "" }
+    );
+    let Some(row) = sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let status = parse_status(&row.try_get::<String, _>(0)?)?;
+    let allocs = sqlx::query(
+        "SELECT line_no, sku, location, line_quantity, quantity, committed, state FROM allocations \
+         WHERE reservation_id = $1 ORDER BY line_no, alloc_no",
+    )
+    .bind(id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut lines: Vec<ReservationLine> = Vec::new();
+    let mut current_line = -1i64;
+    for a in &allocs {
+        let line_no: i64 = a.try_get(0)?;
+        if line_no != current_line {
+            current_line = line_no;
+            lines.push(ReservationLine {
+                sku: parse(Sku::parse, a.try_get::<String, _>(1)?)?,
+                quantity: a.try_get(3)?,
+                allocations: Vec::new(),
+            });
+        }
+        if let Some(line) = lines.last_mut() {
+            line.allocations.push(Allocation {
+                location: parse(Location::parse, a.try_get::<String, _>(2)?)?,
+                quantity: a.try_get(4)?,
+                committed: a.try_get(5)?,
+                state: parse_status(&a.try_get::<String, _>(6)?)?,
+            });
+        }
+    }
+    Ok(Some(Reservation {
+        id: id.clone(),
+        status,
+        reference: row.try_get(1)?,
+        created_at: from_micros(row.try_get(2)?)?,
+        expires_at: from_micros(row.try_get(3)?)?,
+        updated_at: from_micros(row.try_get(4)?)?,
+        lines,
+    }))
+}
+
+fn parse_status(raw: &str) -> Result<ReservationStatus, StoreError> {
+    ReservationStatus::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("reservation status {raw:?}")))
+}
+
+async fn insert_reservation(conn: &mut AnyConnection, r: &Reservation) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO reservations (id, status, reference, created_at, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(r.id.as_str())
+        .bind(r.status.as_str())
+        .bind(r.reference.as_deref())
+        .bind(r.created_at.timestamp_micros())
+        .bind(r.expires_at.timestamp_micros())
+        .bind(r.updated_at.timestamp_micros())
+        .execute(&mut *conn)
+        .await?;
+    for (line_no, line) in r.lines.iter().enumerate() {
+        for (alloc_no, a) in line.allocations.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO allocations (reservation_id, line_no, alloc_no, sku, location, line_quantity, quantity, committed, state, expires_at, reference) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(r.id.as_str())
+            .bind(line_no as i64)
+            .bind(alloc_no as i64)
+            .bind(line.sku.as_str())
+            .bind(a.location.as_str())
+            .bind(line.quantity)
+            .bind(a.quantity)
+            .bind(a.committed)
+            .bind(a.state.as_str())
+            .bind(r.expires_at.timestamp_micros())
+            .bind(r.reference.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn update_reservation(conn: &mut AnyConnection, r: &Reservation) -> Result<(), StoreError> {
+    sqlx::query("UPDATE reservations SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(r.status.as_str())
+        .bind(r.updated_at.timestamp_micros())
+        .bind(r.id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    for (line_no, line) in r.lines.iter().enumerate() {
+        for (alloc_no, a) in line.allocations.iter().enumerate() {
+            sqlx::query(
+                "UPDATE allocations SET committed = $1, state = $2 WHERE reservation_id = $3 AND line_no = $4 AND alloc_no = $5",
+            )
+            .bind(a.committed)
+            .bind(a.state.as_str())
+            .bind(r.id.as_str())
+            .bind(line_no as i64)
+            .bind(alloc_no as i64)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reservations still stored as held whose expiry has passed, oldest first.
+pub(crate) async fn due_reservations(
+    conn: &mut AnyConnection,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<ReservationId>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id FROM reservations WHERE status = 'held' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+    )
+    .bind(now.timestamp_micros())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| parse(ReservationId::parse, r.try_get::<String, _>(0)?)).collect()
+}
