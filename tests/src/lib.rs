@@ -1,1 +1,338 @@
+//! The harness for Stockroom's end-to-end tests: a fresh database per test (a SQLite file in its own folder, or
+//! a PostgreSQL database made for the test and dropped after), the suite served on port 0 in-process or as a
+//! child process, and a few request helpers.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+/// The PostgreSQL server tests make their databases on. `.ci/run` starts one on 127.0.0.1:5432 if none runs.
+pub fn postgres_admin_url() -> String {
+    std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pg_name: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("stockroom-test-{id}"));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}", dir.join("stockroom.db").display());
+                Self { backend, url, pg_name: None, dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("stockroom_test_{id}");
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin} (run .ci/run): {e}"));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+                Self { backend, url: format!("{base}/{name}"), pg_name: Some(name), dir: None }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside any async context we can rely on: a small runtime of its own does the DROP.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// HTTP helpers shared by the in-process and the child-process apps.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        Self { base: format!("http://{addr}"), http }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Reply { status, body, headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], None).await
+    }
+
+    pub async fn json(&self, method: &str, path: &str, body: &Value) -> Reply {
+        self.send(method, path, &[("content-type", "application/json")], Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn json_with_key(&self, method: &str, path: &str, key: &str, body: &Value) -> Reply {
+        let headers = [("content-type", "application/json"), ("idempotency-key", key)];
+        self.send(method, path, &headers, Some(body.to_string().into_bytes())).await
+    }
+
+    /// Creates a location; panics unless it was created or updated.
+    pub async fn location(&self, id: &str, priority: i64) {
+        let r = self.json("PUT", &format!("/v1/locations/{id}"), &json!({ "name": id, "priority": priority })).await;
+        assert!(r.status == 200 || r.status == 201, "PUT location {id}: {r:?}");
+    }
+
+    /// Adds `delta` units of `sku` at `location`; panics unless applied.
+    pub async fn receive(&self, sku: &str, location: &str, delta: i64) -> Reply {
+        let key = uuid::Uuid::now_v7().to_string();
+        let body = json!({ "changes": [{ "sku": sku, "location": location, "delta": delta, "reason": "received" }] });
+        let r = self.json_with_key("POST", "/v1/adjustments", &key, &body).await;
+        assert_eq!(r.status, 200, "receive {sku}@{location}: {r:?}");
+        r
+    }
+
+    /// Holds `quantity` of `sku` wherever it can; the raw reply.
+    pub async fn hold(&self, sku: &str, quantity: i64) -> Reply {
+        self.json("POST", "/v1/reservations", &json!({ "lines": [{ "sku": sku, "quantity": quantity }] })).await
+    }
+
+    /// `GET /v1/stock/{sku}` body; panics unless 200.
+    pub async fn stock(&self, sku: &str) -> Value {
+        let r = self.get(&format!("/v1/stock/{sku}")).await;
+        assert_eq!(r.status, 200, "stock {sku}: {r:?}");
+        r.body
+    }
+
+    /// Every movement in the ledger, following `next`.
+    pub async fn all_movements(&self, filter: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let r = self.get(&format!("/v1/movements?limit=1000{filter}{after}")).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            out.extend(r.body["movements"].as_array().cloned().unwrap_or_default());
+            match r.body["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The suite served in this process on port 0, stopped (gracefully) on drop.
+pub struct TestApp {
+    pub api: Api,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_on(TestDb::new(backend).await).await
+    }
+
+    pub async fn spawn_on(db: TestDb) -> Self {
+        stockroom_runtime::logging::init(None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let _ = ready_tx.send(());
+            if let Err(e) = stockroom::serve(listener, settings, shutdown).await {
+                panic!("serve: {e}");
+            }
+        });
+        let _ = ready_rx.await;
+        let app = Self { api: Api::new(addr), db, stop: Some(stop), task: Some(task) };
+        app.wait_ready().await;
+        app
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the suite did not become ready");
+    }
+
+    /// Stops the server and waits for it; the database stays for a restart with `spawn_on`.
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let db = TestDb {
+            backend: self.db.backend,
+            url: self.db.url.clone(),
+            pg_name: self.db.pg_name.take(),
+            dir: self.db.dir.take(),
+        };
+        db
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The suite as a child process (the real entry point), for tests that kill it without warning.
+pub struct ChildApp {
+    pub api: Api,
+    child: Child,
+}
+
+impl std::ops::Deref for ChildApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl ChildApp {
+    /// Starts `bin serve` on port 0 over `url` and waits until it answers.
+    pub async fn spawn(bin: &str, url: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .env("PORT", "0")
+            .env("STOCKROOM_BIND", "127.0.0.1")
+            .env("STOCKROOM_DATABASE_URL", url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn stockroom");
+        let stdout = child.stdout.take().expect("stdout");
+        // The first log lines say where it listens; the rest are drained so the pipe never fills.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent
+                    && let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && let Some(addr) = v["address"].as_str()
+                {
+                    let _ = tx.send(addr.to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child logs its address")
+            .parse()
+            .expect("socket address");
+        let app = Self { api: Api::new(addr), child };
+        for _ in 0..400 {
+            if app.get("/readyz").await.status == 200 {
+                return app;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("child did not become ready");
+    }
+
+    /// SIGKILL: no drain, no flush, nothing.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,6 +11,8 @@ use stockroom_store::Store;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
+pub mod cli;
+
 #[derive(OpenApi)]
 #[openapi(info(
     title = "Stockroom",

@@ -214,7 +214,11 @@ pub fn hold(
             }
         }
         if remaining > 0 {
-            shortfalls.push(Shortfall { sku: line.sku.clone(), requested: line.quantity.get(), available: total_available });
+            shortfalls.push(Shortfall {
+                sku: line.sku.clone(),
+                requested: line.quantity.get(),
+                available: total_available,
+            });
         }
         planned.push((line.sku.clone(), line.quantity.get(), allocations));
     }

@@ -1,0 +1,29 @@
+//! End-to-end tests: the assembled suite over real HTTP, each test on a fresh SQLite file and again on a fresh
+//! PostgreSQL database. One test binary (one link, one process) for all of them.
+
+/// Runs an `async fn(Backend)` test once per store: `mod name { sqlite, postgres }`.
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name(stockroom_e2e::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name(stockroom_e2e::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+mod concurrency;
+mod contract_adjustments;
+mod contract_bad_input;
+mod contract_locations_stock;
+mod contract_operations;
+mod contract_reservations;
+mod crash;
