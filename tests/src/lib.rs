@@ -336,3 +336,48 @@ impl Drop for ChildApp {
         let _ = self.child.wait();
     }
 }
+
+/// A small seeded generator (xorshift64*) for workloads that must replay from a printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// A seed from `STOCKROOM_TEST_SEED`, else the clock; printed so a failure can be replayed.
+    pub fn from_env(test: &str) -> (Self, u64) {
+        let seed = std::env::var("STOCKROOM_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+        });
+        println!("{test}: STOCKROOM_TEST_SEED={seed}");
+        (Self::new(seed), seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Checks the ledger against itself: replaying every movement gives each row's on_hand, reserved (as stored,
+/// before read-time expiry) and committed. Returns the replayed figures by (sku, location).
+pub async fn replayed_levels(api: &Api) -> std::collections::BTreeMap<(String, String), (i64, i64, i64)> {
+    let mut levels = std::collections::BTreeMap::new();
+    for m in api.all_movements("").await {
+        let key = (m["sku"].as_str().unwrap_or("").to_owned(), m["location"].as_str().unwrap_or("").to_owned());
+        let e: &mut (i64, i64, i64) = levels.entry(key).or_default();
+        e.0 += m["on_hand_delta"].as_i64().unwrap_or(0);
+        e.1 += m["reserved_delta"].as_i64().unwrap_or(0);
+        e.2 += m["committed_delta"].as_i64().unwrap_or(0);
+    }
+    levels
+}
