@@ -130,6 +130,23 @@ impl Api {
         Reply { status, body, headers }
     }
 
+    /// Like `json`, but a failed connection is an `Err` instead of a panic (for tests that kill the server).
+    pub async fn try_json(&self, method: &str, path: &str, body: &Value) -> Result<Reply, reqwest::Error> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, body, headers })
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send("GET", path, &[], None).await
     }
@@ -282,8 +299,14 @@ impl std::ops::Deref for ChildApp {
 impl ChildApp {
     /// Starts `bin serve` on port 0 over `url` and waits until it answers.
     pub async fn spawn(bin: &str, url: &str) -> Self {
+        Self::spawn_with(bin, url, &[]).await
+    }
+
+    /// The same, with extra environment (settings) for the child.
+    pub async fn spawn_with(bin: &str, url: &str, env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(bin)
+            .envs(env.iter().copied())
             .arg("serve")
             .env("PORT", "0")
             .env("STOCKROOM_BIND", "127.0.0.1")

@@ -31,6 +31,9 @@ pub struct Settings {
     /// SQLite: most commands waiting for the writer before answering 503.
     #[arg(long, env = "STOCKROOM_SQLITE_QUEUE_MAX", default_value_t = 4_096)]
     pub sqlite_queue_max: usize,
+    /// How long an idempotency key answers 409 idempotency_in_progress after an attempt that died unanswered.
+    #[arg(long, env = "STOCKROOM_IDEMPOTENCY_LEASE_SECONDS", default_value_t = 10)]
+    pub idempotency_lease_seconds: i64,
     /// Largest request body accepted.
     #[arg(long, env = "STOCKROOM_BODY_BYTES_MAX", default_value_t = 256 * 1024)]
     pub body_bytes_max: usize,
@@ -69,6 +72,7 @@ impl Settings {
             db_acquire_timeout_ms: 5_000,
             sqlite_batch_max: 128,
             sqlite_queue_max: 4_096,
+            idempotency_lease_seconds: 10,
             body_bytes_max: 256 * 1024,
             request_timeout_ms: 30_000,
             drain_seconds: 8,
@@ -82,6 +86,7 @@ impl Settings {
         s.acquire_timeout_ms = self.db_acquire_timeout_ms;
         s.batch_max = self.sqlite_batch_max;
         s.queue_max = self.sqlite_queue_max;
+        s.claim_lease_seconds = self.idempotency_lease_seconds;
         s
     }
 

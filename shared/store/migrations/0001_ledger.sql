@@ -73,14 +73,14 @@ CREATE TABLE IF NOT EXISTS allocations (
 );
 CREATE INDEX IF NOT EXISTS allocations_lapsing ON allocations (sku, location, state, expires_at);
 
--- Idempotency: a claim (state 'in_flight', with a lease) taken before the work, turned into the stored answer
--- in the same transaction as the effect.
+-- Idempotency: a claim (state 'in_flight', taken at claimed_at) made before the work, turned into the stored
+-- answer in the same transaction as the effect. A claim older than the lease may be taken over.
 CREATE TABLE IF NOT EXISTS idempotency (
     key           TEXT PRIMARY KEY,
     request_hash  TEXT NOT NULL,
     state         TEXT NOT NULL,
     claim         TEXT NOT NULL,
-    lease_until   BIGINT NOT NULL,
+    claimed_at    BIGINT NOT NULL,
     status        BIGINT,
     body          TEXT,
     created_at    BIGINT NOT NULL,

@@ -18,10 +18,6 @@ use crate::event::movement_event;
 use crate::model::{Command, Idempotency, ReservationView, StockFigures};
 use crate::sql::{Dialect, from_micros, list, parse};
 
-/// How long an idempotency claim keeps others out before a retry may take it over. Longer than the request
-/// timeout, so only a crashed attempt's claim is ever taken over.
-pub(crate) const CLAIM_LEASE_SECONDS: i64 = 60;
-
 /// Movements (and outbox rows) per INSERT statement: well under SQLite's and PostgreSQL's parameter limits.
 const INSERT_ROWS_MAX: usize = 200;
 
@@ -32,19 +28,26 @@ pub(crate) enum Claim {
     InProgress,
 }
 
-/// Takes the idempotency key for this request, or says why not.
-pub(crate) async fn claim(conn: &mut AnyConnection, idem: &Idempotency, token: &str) -> Result<Claim, StoreError> {
+/// Takes the idempotency key for this request, or says why not. A claim older than `lease_seconds` belongs to an
+/// attempt that died (or is very slow) and may be taken over. Taking over is always safe: the answer is stored
+/// only by the holder of the current claim, in the effect's own transaction, so a slow first attempt that lost
+/// its claim rolls its effect back (see `execute`).
+pub(crate) async fn claim(
+    conn: &mut AnyConnection,
+    idem: &Idempotency,
+    token: &str,
+    lease_seconds: i64,
+) -> Result<Claim, StoreError> {
     let now = chrono::Utc::now().timestamp_micros();
-    let lease_until = now + CLAIM_LEASE_SECONDS * 1_000_000;
+    let stale_before = now - lease_seconds * 1_000_000;
     let mut tx = conn.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO idempotency (key, request_hash, state, claim, lease_until, status, body, created_at, updated_at) \
-         VALUES ($1, $2, 'in_flight', $3, $4, NULL, NULL, $5, $5) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO idempotency (key, request_hash, state, claim, claimed_at, status, body, created_at, updated_at) \
+         VALUES ($1, $2, 'in_flight', $3, $4, NULL, NULL, $4, $4) ON CONFLICT (key) DO NOTHING",
     )
     .bind(&idem.key)
     .bind(&idem.request_hash)
     .bind(token)
-    .bind(lease_until)
     .bind(now)
     .execute(&mut *tx)
     .await?
@@ -53,7 +56,7 @@ pub(crate) async fn claim(conn: &mut AnyConnection, idem: &Idempotency, token: &
         Claim::Claimed(token.to_owned())
     } else {
         let row =
-            sqlx::query("SELECT request_hash, state, claim, lease_until, status, body FROM idempotency WHERE key = $1")
+            sqlx::query("SELECT request_hash, state, claim, claimed_at, status, body FROM idempotency WHERE key = $1")
                 .bind(&idem.key)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -70,17 +73,16 @@ pub(crate) async fn claim(conn: &mut AnyConnection, idem: &Idempotency, token: &
             Claim::Replay(Answer::new(status, body).replay())
         } else {
             let held_by: String = row.try_get(2)?;
-            let held_until: i64 = row.try_get(3)?;
-            if held_until > now {
+            let claimed_at: i64 = row.try_get(3)?;
+            if claimed_at > stale_before {
                 Claim::InProgress
             } else {
                 // The earlier attempt died holding the claim: take it over, unless someone else just did.
                 let taken = sqlx::query(
-                    "UPDATE idempotency SET claim = $1, lease_until = $2, updated_at = $3 \
-                     WHERE key = $4 AND state = 'in_flight' AND claim = $5",
+                    "UPDATE idempotency SET claim = $1, claimed_at = $2, updated_at = $2 \
+                     WHERE key = $3 AND state = 'in_flight' AND claim = $4",
                 )
                 .bind(token)
-                .bind(lease_until)
                 .bind(now)
                 .bind(&idem.key)
                 .bind(&held_by)

@@ -71,6 +71,9 @@ pub struct StoreSettings {
     pub queue_max: usize,
     /// PostgreSQL: how many times a command that hit a deadlock or serialization failure is run again.
     pub conflict_retries_max: u32,
+    /// How long an idempotency key stays "in progress" for an attempt that crashed before answering; after
+    /// that a retry takes it over.
+    pub claim_lease_seconds: i64,
 }
 
 impl StoreSettings {
@@ -82,6 +85,7 @@ impl StoreSettings {
             batch_max: 128,
             queue_max: 4_096,
             conflict_retries_max: 3,
+            claim_lease_seconds: 10,
         }
     }
 }
@@ -94,11 +98,12 @@ pub struct SqlStore {
     pool: AnyPool,
     writer: Option<mpsc::Sender<Job>>,
     conflict_retries_max: u32,
+    claim_lease_seconds: i64,
 }
 
 /// Writes the SQLite writer task performs.
 enum Work {
-    Claim(Idempotency, String),
+    Claim(Idempotency, String, i64),
     Unclaim(String, String),
     Execute(Command, Option<(String, String)>),
     PutLocation(Location, String, i64),
@@ -153,7 +158,13 @@ impl SqlStore {
                 Some(tx)
             }
         };
-        Ok(Self { dialect, pool, writer, conflict_retries_max: settings.conflict_retries_max })
+        Ok(Self {
+            dialect,
+            pool,
+            writer,
+            conflict_retries_max: settings.conflict_retries_max,
+            claim_lease_seconds: settings.claim_lease_seconds.max(1),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -247,7 +258,7 @@ async fn write_loop(mut conn: AnyConnection, mut rx: mpsc::Receiver<Job>, batch_
 
 async fn perform(conn: &mut AnyConnection, dialect: Dialect, work: &Work) -> Result<Done, StoreError> {
     match work {
-        Work::Claim(idem, token) => runner::claim(conn, idem, token).await.map(Done::Claim),
+        Work::Claim(idem, token, lease) => runner::claim(conn, idem, token, *lease).await.map(Done::Claim),
         Work::Unclaim(key, token) => runner::unclaim(conn, key, token).await.map(|()| Done::Unit),
         Work::Execute(command, claim) => {
             let claim = claim.as_ref().map(|(k, t)| (k.as_str(), t.as_str()));
@@ -481,7 +492,7 @@ impl Store for SqlStore {
             Some(idem) => {
                 let token = uuid::Uuid::now_v7().to_string();
                 let key = idem.key.clone();
-                match self.write(Work::Claim(idem, token)).await? {
+                match self.write(Work::Claim(idem, token, self.claim_lease_seconds)).await? {
                     Done::Claim(Claim::Claimed(token)) => Some((key, token)),
                     Done::Claim(Claim::Replay(answer)) => return Ok(answer),
                     Done::Claim(Claim::Mismatch) => return Ok(Answer::idempotency_mismatch()),
