@@ -287,6 +287,8 @@ impl Drop for TestApp {
 pub struct ChildApp {
     pub api: Api,
     child: Child,
+    /// Every line the child wrote to stdout (its JSON logs), as they arrive.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl std::ops::Deref for ChildApp {
@@ -306,12 +308,12 @@ impl ChildApp {
     pub async fn spawn_with(bin: &str, url: &str, env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(bin)
-            .envs(env.iter().copied())
             .arg("serve")
             .env("PORT", "0")
             .env("STOCKROOM_BIND", "127.0.0.1")
             .env("STOCKROOM_DATABASE_URL", url)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -319,9 +321,14 @@ impl ChildApp {
         let stdout = child.stdout.take().expect("stdout");
         // The first log lines say where it listens; the rest are drained so the pipe never fills.
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 if !sent
                     && let Ok(v) = serde_json::from_str::<Value>(&line)
                     && let Some(addr) = v["address"].as_str()
@@ -336,7 +343,7 @@ impl ChildApp {
             .expect("the child logs its address")
             .parse()
             .expect("socket address");
-        let app = Self { api: Api::new(addr), child };
+        let app = Self { api: Api::new(addr), child, logs };
         for _ in 0..400 {
             if app.get("/readyz").await.status == 200 {
                 return app;
@@ -344,6 +351,23 @@ impl ChildApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("child did not become ready");
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the child to exit by itself; its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no drain, no flush, nothing.

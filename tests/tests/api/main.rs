@@ -27,3 +27,4 @@ mod contract_locations_stock;
 mod contract_operations;
 mod contract_reservations;
 mod crash;
+mod lifecycle;

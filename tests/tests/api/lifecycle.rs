@@ -1,0 +1,81 @@
+//! The process as Cloud Run sees it: `PORT` honoured, JSON log lines carrying the caller's trace, and SIGTERM
+//! draining in-flight requests before a clean exit.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stockroom_e2e::{Backend, ChildApp, TestDb};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_stockroom-e2e-server");
+
+on_both_stores!(the_process_honours_port_logs_traces_and_drains_on_sigterm);
+
+async fn the_process_honours_port_logs_traces_and_drains_on_sigterm(b: Backend) {
+    let db = TestDb::new(b).await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut app = ChildApp::spawn_with(SERVER, &db.url, &[("PORT", &port.to_string())]).await;
+    assert!(app.base.ends_with(&format!(":{port}")), "listening on {} rather than PORT={port}", app.base);
+
+    // A request with a W3C trace context shows up in a Cloud Logging line with that trace and span.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r =
+        app.send("GET", "/v1/locations", &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))], None).await;
+    assert_eq!(r.status, 200);
+    app.location("wh", 1).await;
+    app.receive("DRAIN", "wh", 1_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<Value> = app
+        .logs
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["severity"].is_string() && l["time"].is_string()),
+        "JSON log lines"
+    );
+    let traced = lines
+        .iter()
+        .find(|l| l["logging.googleapis.com/trace"] == trace)
+        .unwrap_or_else(|| panic!("no log line carries trace {trace}: {lines:?}"));
+    assert_eq!(traced["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+    assert_eq!(traced["logging.googleapis.com/trace_sampled"], true);
+    assert_eq!(traced["httpRequest"]["requestUrl"], "/v1/locations");
+
+    // Requests in flight when SIGTERM arrives are answered; then the process exits by itself, cleanly.
+    let in_flight: Vec<_> = (0..32)
+        .map(|_| {
+            let api = app.api.clone();
+            tokio::spawn(async move {
+                api.try_json("POST", "/v1/reservations", &json!({ "lines": [{ "sku": "DRAIN", "quantity": 1 }] })).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let term = std::process::Command::new("kill").args(["-TERM", &app.pid().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let mut answered = 0;
+    for h in in_flight {
+        // A request that had not reached the server before it stopped listening is refused at connect: fine.
+        if let Ok(r) = h.await.expect("task") {
+            assert_eq!(r.status, 201, "an in-flight request was cut off: {r:?}");
+            answered += 1;
+        }
+    }
+    assert!(answered > 0, "the load reached the server before it stopped");
+    let status = tokio::task::block_in_place(|| app.wait_exit(Duration::from_secs(15)));
+    assert!(status.is_some_and(|s| s.success()), "exit after SIGTERM: {status:?}");
+    assert!(lines_after(&app).iter().any(|l| l.contains("shutting down")), "the drain is logged");
+    // Whatever was answered is in the ledger after a restart.
+    let app = ChildApp::spawn(SERVER, &db.url).await;
+    assert_eq!(app.stock("DRAIN").await["total"]["reserved"], answered);
+}
+
+fn lines_after(app: &ChildApp) -> Vec<String> {
+    app.logs.lock().map(|l| l.clone()).unwrap_or_default()
+}
