@@ -224,7 +224,10 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: TestDb) -> Self {
-        stockroom_runtime::logging::init(None);
+        // The suite's JSON logs go to stdout, which the test harness does not capture: opt in to see them.
+        if std::env::var_os("STOCKROOM_TEST_LOG").is_some() {
+            stockroom_runtime::logging::init(None);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let settings = stockroom_runtime::Settings::for_database(db.url.clone());

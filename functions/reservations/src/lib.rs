@@ -209,10 +209,7 @@ async fn fulfil(
     headers: HeaderMap,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
-    let (_, raw_json) = optional_body::<Value>(&raw)?;
-    let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/fulfil"), &raw_json)?;
-    Ok(respond(store.execute(Command::Fulfil { id }, idem).await?))
+    bodiless_step(store, &id, "fulfil", &headers, &raw, |id| Command::Fulfil { id }).await
 }
 
 /// Cancel: a hold is released, a sale returned. Releasing again answers 200 and changes nothing.
@@ -224,10 +221,22 @@ async fn release(
     headers: HeaderMap,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
-    let (_, raw_json) = optional_body::<Value>(&raw)?;
-    let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/release"), &raw_json)?;
-    Ok(respond(store.execute(Command::Release { id }, idem).await?))
+    bodiless_step(store, &id, "release", &headers, &raw, |id| Command::Release { id }).await
+}
+
+/// A reservation step that takes no body (any JSON sent is only part of the idempotency hash).
+async fn bodiless_step(
+    store: Arc<dyn Store>,
+    id: &str,
+    action: &str,
+    headers: &HeaderMap,
+    raw: &RawBody,
+    command: impl FnOnce(ReservationId) -> Command,
+) -> Result<Response, ApiError> {
+    let id = fields::reservation_id(id).map_err(|_| unknown(id))?;
+    let (_, raw_json) = optional_body::<Value>(raw)?;
+    let idem = step_idempotency(headers, &format!("/v1/reservations/{id}/{action}"), &raw_json)?;
+    Ok(respond(store.execute(command(id), idem).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -57,7 +57,7 @@ pub async fn serve(
 /// The database URL without its password, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let creds = &url[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or_default();
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
@@ -72,6 +72,7 @@ mod tests {
     fn passwords_never_reach_the_log() {
         assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact("sqlite://stockroom.db"), "sqlite://stockroom.db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

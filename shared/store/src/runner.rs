@@ -205,7 +205,13 @@ async fn run(conn: &mut AnyConnection, d: Dialect, command: &Command, now: Times
                 Err(r) => Ok(Outcome::Refused(Answer::refusal(&r))),
                 Ok(reservation) => {
                     write_book(conn, &before, &book, origin, now).await?;
-                    insert_reservation(conn, &reservation).await?;
+                    match insert_reservation(conn, &reservation).await {
+                        // The same id placed at this moment through another key, on other rows.
+                        Err(StoreError::Internal(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                            return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+                        }
+                        other => other?,
+                    }
                     Ok(Outcome::Done(Answer::reservation(201, &ReservationView::of(&reservation, now))))
                 }
             }

@@ -28,3 +28,4 @@ mod contract_operations;
 mod contract_reservations;
 mod crash;
 mod lifecycle;
+mod outbox;

@@ -1,0 +1,86 @@
+//! The transactional outbox: every movement has exactly one CloudEvent waiting to leave, written with it, whose
+//! id is the movement's id and whose figures are the row's levels right after that movement.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sqlx::{Connection, Row};
+use stockroom_e2e::{Backend, TestApp};
+
+on_both_stores!(every_movement_has_exactly_one_outbox_event_with_its_id_and_levels);
+
+async fn outbox_events(url: &str) -> Vec<Value> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
+    let rows = sqlx::query("SELECT id, sku, event FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
+    rows.iter()
+        .map(|r| {
+            let event: Value = serde_json::from_str(&r.get::<String, _>(2)).expect("event JSON");
+            assert_eq!(event["id"].as_str(), Some(r.get::<String, _>(0).as_str()), "row id is the event id");
+            assert_eq!(event["subject"].as_str(), Some(r.get::<String, _>(1).as_str()), "ordering key is the sku");
+            event
+        })
+        .collect()
+}
+
+async fn every_movement_has_exactly_one_outbox_event_with_its_id_and_levels(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.location("a", 1).await;
+    app.location("b", 2).await;
+    app.receive("EV", "a", 2).await;
+    app.receive("EV", "b", 5).await;
+    let held = app
+        .json(
+            "POST",
+            "/v1/reservations",
+            &json!({ "reservation_id": "ev-1", "lines": [{ "sku": "EV", "quantity": 4 }] }),
+        )
+        .await;
+    assert_eq!(held.status, 201);
+    assert_eq!(
+        app.json("POST", "/v1/reservations/ev-1/commit", &json!({ "lines": [{ "sku": "EV", "quantity": 3 }] }))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.send("POST", "/v1/reservations/ev-1/fulfil", &[], None).await.status, 200);
+    // A refusal writes no movement and no event.
+    assert_eq!(app.hold("EV", 1_000).await.status, 409);
+
+    let movements = app.all_movements("").await;
+    let events = outbox_events(&app.db.url).await;
+    assert_eq!(events.len(), movements.len(), "one event per movement");
+    let kinds = ["adjustment", "adjustment", "hold", "hold", "commit", "commit", "release", "fulfil", "fulfil"];
+    assert_eq!(movements.iter().map(|m| m["kind"].as_str().unwrap_or("")).collect::<Vec<_>>(), kinds);
+
+    let mut running: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for (m, e) in movements.iter().zip(&events) {
+        assert_eq!(e["id"], m["id"]);
+        assert_eq!(e["specversion"], "1.0");
+        let expected_type = match m["kind"].as_str().unwrap_or("") {
+            "adjustment" => "dev.stockroom.stock.changed.v1",
+            "hold" => "dev.stockroom.reservation.held.v1",
+            "commit" => "dev.stockroom.reservation.committed.v1",
+            "fulfil" => "dev.stockroom.reservation.fulfilled.v1",
+            "release" => "dev.stockroom.reservation.released.v1",
+            other => panic!("unexpected kind {other}"),
+        };
+        assert_eq!(e["type"], expected_type);
+        let source = if m["kind"] == "adjustment" { "//stockroom/stock-updates" } else { "//stockroom/reservations" };
+        assert_eq!(e["source"], source);
+        assert_eq!(e["subject"], "EV");
+        assert_eq!(e["data"]["movement"]["id"], m["id"]);
+        let loc = m["location"].as_str().unwrap_or("").to_owned();
+        let r = running.entry(loc).or_default();
+        r.0 += m["on_hand_delta"].as_i64().unwrap_or(0);
+        r.1 += m["reserved_delta"].as_i64().unwrap_or(0);
+        r.2 += m["committed_delta"].as_i64().unwrap_or(0);
+        let levels = &e["data"]["levels"];
+        assert_eq!(
+            (levels["on_hand"].as_i64(), levels["reserved"].as_i64(), levels["committed"].as_i64()),
+            (Some(r.0), Some(r.1), Some(r.2)),
+            "levels right after movement {}",
+            m["id"]
+        );
+    }
+}
