@@ -268,13 +268,12 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let db = TestDb {
+        TestDb {
             backend: self.db.backend,
             url: self.db.url.clone(),
             pg_name: self.db.pg_name.take(),
             dir: self.db.dir.take(),
-        };
-        db
+        }
     }
 }
 
@@ -405,7 +404,7 @@ impl Rng {
         (Self::new(seed), seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -414,7 +413,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 

@@ -107,9 +107,11 @@ async fn hold(
     let request = HoldRequest::try_from(&body.value)?;
     let given = body.value.reservation_id.as_deref().map(fields::reservation_id).transpose()?;
     let path = "/v1/reservations";
-    let idem = match (idempotency_key(&headers)?, &given) {
-        (Some(key), _) => Some(idempotency(key, &Method::POST, path, &body.raw)?),
-        (None, Some(id)) => Some(idempotency(&format!("reservation:{id}"), &Method::POST, path, &body.raw)?),
+    // A client's reservation_id is the idempotency key of the hold, whatever Idempotency-Key comes with it
+    // (a retry may well carry a fresh one); the header is the key only for holds without an id.
+    let idem = match (&given, idempotency_key(&headers)?) {
+        (Some(id), _) => Some(idempotency(&format!("reservation:{id}"), &Method::POST, path, &body.raw)?),
+        (None, Some(key)) => Some(idempotency(key, &Method::POST, path, &body.raw)?),
         (None, None) => None,
     };
     let id = match given {
@@ -251,6 +253,7 @@ pub struct ExpireQuery {
     responses((status = 200, description = "`{\"expired\": n}`")))]
 async fn expire_job(
     State(store): State<Arc<dyn Store>>,
+    headers: HeaderMap,
     query: Result<Query<ExpireQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
@@ -258,6 +261,6 @@ async fn expire_job(
     if !(1..=EXPIRE_BATCH_MAX).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {EXPIRE_BATCH_MAX}")));
     }
-    let expired = store.expire_due(limit).await?;
-    Ok(ok(StatusCode::OK, &json!({ "expired": expired })))
+    let idem = step_idempotency(&headers, &format!("/jobs/expire-reservations?limit={limit}"), &json!({}))?;
+    Ok(respond(store.expire_due(limit, idem).await?))
 }

@@ -34,6 +34,8 @@ impl Default for Limits {
 /// a body bound, and JSON answers for unknown routes and methods.
 pub fn with_edges(router: Router, limits: &Limits) -> Router {
     let timeout = Duration::from_millis(limits.request_timeout_ms);
+    // Install the recorder now, not at the first scrape, so that requests before it are counted.
+    let _ = crate::metrics::handle();
     router
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -45,8 +45,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_policy(&self, sku: Sku, update: PolicyUpdate) -> Result<Policy, StoreError>;
     /// Runs a command exactly once per idempotency key and answers as the contract says.
     async fn execute(&self, command: Command, idempotency: Option<Idempotency>) -> Result<Answer, StoreError>;
-    /// Books up to `limit` lapsed holds as expired; the count booked.
-    async fn expire_due(&self, limit: i64) -> Result<u64, StoreError>;
+    /// Books up to `limit` lapsed holds as expired: `{"expired": n}`, stored under the idempotency key if any.
+    async fn expire_due(&self, limit: i64, idempotency: Option<Idempotency>) -> Result<Answer, StoreError>;
     /// Reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -107,6 +107,20 @@ pub(crate) async fn unclaim(conn: &mut AnyConnection, key: &str, token: &str) ->
     Ok(())
 }
 
+/// Stores an answer for work whose effects were committed on their own (the expiry job: booking a lapsed hold
+/// twice is a no-op, so the summary need not share their transaction).
+pub(crate) async fn finish_alone(
+    conn: &mut AnyConnection,
+    key: &str,
+    token: &str,
+    answer: &Answer,
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    finish(&mut tx, key, token, answer).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn finish(conn: &mut AnyConnection, key: &str, token: &str, answer: &Answer) -> Result<bool, StoreError> {
     let body = serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let done = sqlx::query(

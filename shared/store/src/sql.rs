@@ -105,6 +105,7 @@ pub struct SqlStore {
 enum Work {
     Claim(Idempotency, String, i64),
     Unclaim(String, String),
+    Finish(String, String, Answer),
     Execute(Command, Option<(String, String)>),
     PutLocation(Location, String, i64),
     PutPolicy(Sku, PolicyUpdate),
@@ -169,6 +170,53 @@ impl SqlStore {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Takes the idempotency key, if any: `Ok(claim)` to go ahead, `Err(answer)` when the answer is already
+    /// known (a replay, a mismatch, or another attempt still running).
+    async fn claim(
+        &self,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Result<Option<(String, String)>, Answer>, StoreError> {
+        let Some(idem) = idempotency else {
+            return Ok(Ok(None));
+        };
+        let token = uuid::Uuid::now_v7().to_string();
+        let key = idem.key.clone();
+        Ok(match self.write(Work::Claim(idem, token, self.claim_lease_seconds)).await? {
+            Done::Claim(Claim::Claimed(token)) => Ok(Some((key, token))),
+            Done::Claim(Claim::Replay(answer)) => Err(answer),
+            Done::Claim(Claim::Mismatch) => Err(Answer::idempotency_mismatch()),
+            Done::Claim(Claim::InProgress) => Err(Answer::idempotency_in_progress()),
+            _ => return Err(unexpected()),
+        })
+    }
+
+    /// After a failed attempt, gives its claim back so a retry need not wait for the lease. Best effort: if this
+    /// fails too, the lease runs out and a retry takes the claim over.
+    async fn give_back(&self, claim: Option<(String, String)>, error: StoreError) -> StoreError {
+        if let Some((key, token)) = claim
+            && let Err(again) = self.write(Work::Unclaim(key, token)).await
+        {
+            tracing::warn!(error = %again, "could not give an idempotency claim back");
+        }
+        error
+    }
+
+    /// Books up to `limit` lapsed holds as expired, each in its own transaction; how many were booked.
+    async fn book_lapsed(&self, limit: i64) -> Result<u64, StoreError> {
+        let due = {
+            let mut conn = self.pool.acquire().await?;
+            runner::due_reservations(&mut conn, now(), limit).await?
+        };
+        let mut booked = 0;
+        for id in due {
+            let answer = self.execute(Command::Expire { id }, None).await?;
+            if answer.body.get("status").and_then(|s| s.as_str()) == Some("expired") {
+                booked += 1;
+            }
+        }
+        Ok(booked)
     }
 
     /// Runs a write: through the SQLite writer, or in its own PostgreSQL transaction, retried on deadlock.
@@ -260,6 +308,7 @@ async fn perform(conn: &mut AnyConnection, dialect: Dialect, work: &Work) -> Res
     match work {
         Work::Claim(idem, token, lease) => runner::claim(conn, idem, token, *lease).await.map(Done::Claim),
         Work::Unclaim(key, token) => runner::unclaim(conn, key, token).await.map(|()| Done::Unit),
+        Work::Finish(key, token, answer) => runner::finish_alone(conn, key, token, answer).await.map(|()| Done::Unit),
         Work::Execute(command, claim) => {
             let claim = claim.as_ref().map(|(k, t)| (k.as_str(), t.as_str()));
             runner::execute(conn, dialect, command, claim).await.map(Done::Answer)
@@ -487,48 +536,35 @@ impl Store for SqlStore {
     }
 
     async fn execute(&self, command: Command, idempotency: Option<Idempotency>) -> Result<Answer, StoreError> {
-        let claim = match idempotency {
-            None => None,
-            Some(idem) => {
-                let token = uuid::Uuid::now_v7().to_string();
-                let key = idem.key.clone();
-                match self.write(Work::Claim(idem, token, self.claim_lease_seconds)).await? {
-                    Done::Claim(Claim::Claimed(token)) => Some((key, token)),
-                    Done::Claim(Claim::Replay(answer)) => return Ok(answer),
-                    Done::Claim(Claim::Mismatch) => return Ok(Answer::idempotency_mismatch()),
-                    Done::Claim(Claim::InProgress) => return Ok(Answer::idempotency_in_progress()),
-                    _ => return Err(unexpected()),
-                }
-            }
+        let claim = match self.claim(idempotency).await? {
+            Ok(claim) => claim,
+            Err(answer) => return Ok(answer),
         };
-        let result = self.write(Work::Execute(command, claim.clone())).await;
-        match (result, claim) {
-            (Ok(Done::Answer(answer)), _) => Ok(answer),
-            (Ok(_), _) => Err(unexpected()),
-            (Err(e), Some((key, token))) => {
-                // Best effort: if this fails too, the lease runs out and a retry takes the claim over.
-                if let Err(again) = self.write(Work::Unclaim(key, token)).await {
-                    tracing::warn!(error = %again, "could not give an idempotency claim back");
-                }
-                Err(e)
-            }
-            (Err(e), None) => Err(e),
+        match self.write(Work::Execute(command, claim.clone())).await {
+            Ok(Done::Answer(answer)) => Ok(answer),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(self.give_back(claim, e).await),
         }
     }
 
-    async fn expire_due(&self, limit: i64) -> Result<u64, StoreError> {
-        let due = {
-            let mut conn = self.pool.acquire().await?;
-            runner::due_reservations(&mut conn, now(), limit).await?
+    async fn expire_due(&self, limit: i64, idempotency: Option<Idempotency>) -> Result<Answer, StoreError> {
+        let claim = match self.claim(idempotency).await? {
+            Ok(claim) => claim,
+            Err(answer) => return Ok(answer),
         };
-        let mut booked = 0;
-        for id in due {
-            let answer = self.execute(Command::Expire { id }, None).await?;
-            if answer.body.get("status").and_then(|s| s.as_str()) == Some("expired") {
-                booked += 1;
+        // Each lapsed hold is booked in its own transaction; booking one twice is a no-op, so the summary can be
+        // stored afterwards without putting the whole run in one transaction.
+        let answer = match self.book_lapsed(limit).await {
+            Ok(expired) => Answer::new(200, serde_json::json!({ "expired": expired })),
+            Err(e) => return Err(self.give_back(claim, e).await),
+        };
+        if let Some((key, token)) = claim {
+            match self.write(Work::Finish(key, token, answer.clone())).await? {
+                Done::Unit => {}
+                _ => return Err(unexpected()),
             }
         }
-        Ok(booked)
+        Ok(answer)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

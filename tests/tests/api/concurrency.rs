@@ -207,7 +207,7 @@ async fn random_step(api: Api, seed: u64, skus: &'static [&'static str]) -> Vec<
             0 => {
                 let body = json!({ "changes": [{ "sku": sku, "location": if rng.below(2) == 0 { "near" } else { "far" },
                                    "delta": 1 + rng.below(3) as i64, "reason": "received" }] });
-                api.json_with_key("POST", "/v1/adjustments", &format!("adj-{seed}-{}", rng.next()), &body).await
+                api.json_with_key("POST", "/v1/adjustments", &format!("adj-{seed}-{}", rng.next_u64()), &body).await
             }
             1..=4 => {
                 let other = skus[rng.below(skus.len() as u64) as usize];
@@ -249,7 +249,8 @@ async fn a_random_concurrent_workload_keeps_the_ledger_consistent(b: Backend) {
         app.receive(sku, "far", 5).await;
     }
 
-    let clients: Vec<_> = (0..CLIENTS).map(|_| tokio::spawn(random_step(app.api.clone(), rng.next(), SKUS))).collect();
+    let clients: Vec<_> =
+        (0..CLIENTS).map(|_| tokio::spawn(random_step(app.api.clone(), rng.next_u64(), SKUS))).collect();
     let replies: Vec<Reply> = join_all(clients).await.into_iter().flat_map(|r| r.expect("client")).collect();
 
     assert_no_server_errors(&replies);
