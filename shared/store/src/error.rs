@@ -12,6 +12,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("{0}")]
+    Config(String),
 }
 
 impl StoreError {

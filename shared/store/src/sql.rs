@@ -133,9 +133,7 @@ impl SqlStore {
         } else if settings.url.starts_with("postgres:") || settings.url.starts_with("postgresql:") {
             (Dialect::Postgres, settings.url.clone())
         } else {
-            return Err(StoreError::Corrupt(
-                "STOCKROOM_DATABASE_URL must start with sqlite:// or postgres://".to_owned(),
-            ));
+            return Err(StoreError::Config("STOCKROOM_DATABASE_URL must start with sqlite:// or postgres://".to_owned()));
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
