@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::sync::oneshot;
 
+/// Webhook secrets the in-process suites accept: the current one and the one being rotated out.
+pub const SHOPIFY_TEST_SECRETS: &str = "shpss_current_secret,shpss_previous_secret";
+
 /// The PostgreSQL server tests make their databases on. `.ci/run` starts one on 127.0.0.1:5432 if none runs.
 pub fn postgres_admin_url() -> String {
     std::env::var("STOCKROOM_TEST_POSTGRES_URL")
@@ -238,7 +241,11 @@ impl TestApp {
                 let _ = stopped.await;
             };
             let _ = ready_tx.send(());
-            if let Err(e) = stockroom::serve(listener, settings, shutdown).await {
+            let webhooks = stockroom_webhooks::WebhookSettings {
+                shopify_secrets: SHOPIFY_TEST_SECRETS.to_owned(),
+                shopify_default_location: String::new(),
+            };
+            if let Err(e) = stockroom::serve(listener, settings, webhooks, shutdown).await {
                 panic!("serve: {e}");
             }
         });

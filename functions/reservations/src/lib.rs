@@ -10,7 +10,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
 use stockroom_domain::{CommitLine, HoldLine, HoldRequest, ReservationId, Ttl};
-use stockroom_runtime::{ApiError, JsonBody, RawBody, fields, idempotency, idempotency_key, ok, parse, respond};
+use stockroom_runtime::{
+    ApiError, JsonBody, RawBody, Services, fields, idempotency, idempotency_key, ok, parse, respond,
+};
 use stockroom_store::{Command, ReservationView, Store};
 use utoipa::OpenApi;
 
@@ -20,15 +22,18 @@ pub const LINES_MAX: usize = 100;
 pub const EXPIRE_BATCH_DEFAULT: i64 = 1_000;
 pub const EXPIRE_BATCH_MAX: i64 = 10_000;
 
-pub fn router(store: Arc<dyn Store>) -> Router {
+pub fn router(services: Services) -> Router {
+    let jobs = Router::new().route("/jobs/expire-reservations", post(expire_job)).route_layer(
+        axum::middleware::from_fn_with_state(services.oidc.clone(), stockroom_runtime::oidc::require_token),
+    );
     Router::new()
+        .merge(jobs)
         .route("/v1/reservations", post(hold))
         .route("/v1/reservations/{id}", get(get_reservation))
         .route("/v1/reservations/{id}/commit", post(commit))
         .route("/v1/reservations/{id}/fulfil", post(fulfil))
         .route("/v1/reservations/{id}/release", post(release))
-        .route("/jobs/expire-reservations", post(expire_job))
-        .with_state(store)
+        .with_state(services)
 }
 
 #[derive(OpenApi)]
@@ -119,7 +124,7 @@ async fn hold(
         None => ReservationId::parse(&uuid::Uuid::now_v7().to_string())
             .map_err(|e| ApiError::invalid("invalid_reservation_id", e.to_string()))?,
     };
-    Ok(respond(store.execute(Command::Hold { id, request }, idem).await?))
+    Ok(respond(store.execute(Command::Hold { id, request }, idem, None).await?))
 }
 
 /// A reservation and its state: held, committed, fulfilled, released or expired.
@@ -199,7 +204,7 @@ async fn commit(
         ),
     };
     let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/commit"), &raw_json)?;
-    Ok(respond(store.execute(Command::Commit { id, lines }, idem).await?))
+    Ok(respond(store.execute(Command::Commit { id, lines }, idem, None).await?))
 }
 
 /// Shipped: the committed units leave on_hand.
@@ -238,7 +243,7 @@ async fn bodiless_step(
     let id = fields::reservation_id(id).map_err(|_| unknown(id))?;
     let (_, raw_json) = optional_body::<Value>(raw)?;
     let idem = step_idempotency(headers, &format!("/v1/reservations/{id}/{action}"), &raw_json)?;
-    Ok(respond(store.execute(command(id), idem).await?))
+    Ok(respond(store.execute(command(id), idem, None).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

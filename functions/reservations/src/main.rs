@@ -10,7 +10,7 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
-    stockroom_runtime::serve_function("reservations", cli.settings, stockroom_reservations::router).await
+    stockroom_runtime::serve_function("reservations", cli.settings, stockroom_reservations::router, None).await
 }

@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::Number;
 use stockroom_domain::{Change, ChangeOp};
-use stockroom_runtime::{ApiError, JsonBody, fields, idempotency, idempotency_key, ok, respond};
+use stockroom_runtime::{ApiError, JsonBody, Services, fields, idempotency, idempotency_key, ok, respond};
 use stockroom_store::{Command, LocationRecord, MovementFilter, MovementPage, Policy, PolicyUpdate, StockView, Store};
 use utoipa::OpenApi;
 
@@ -26,8 +26,34 @@ pub const MOVEMENTS_LIMIT_DEFAULT: i64 = 100;
 /// Location priorities run from 0 (sourced first) to this.
 pub const PRIORITY_MAX: i64 = 1_000_000;
 
-pub fn router(store: Arc<dyn Store>) -> Router {
+pub mod commands;
+mod inbound;
+
+/// Lines in one hold or sell command at most (as `POST /v1/reservations`).
+pub const LINES_MAX: usize = 100;
+
+/// Applies commands from the local queue with the same code as `/events` and `/pubsub/push`.
+pub fn queued_handler() -> stockroom_runtime::worker::Handler {
+    Arc::new(|services: Services, c: stockroom_store::QueuedCommand| {
+        Box::pin(async move {
+            let envelope = commands::Envelope { ty: c.ty, source: c.source, id: c.id, data: c.data };
+            commands::apply(services.store.as_ref(), &envelope).await.map(|_| ())
+        })
+    })
+}
+
+pub fn router(services: Services) -> Router {
+    // Pushes, Eventarc and Cloud Scheduler need a Google-signed token when authentication is configured.
+    let authenticated = Router::new()
+        .route("/events", post(inbound::events))
+        .route("/pubsub/push", post(inbound::pubsub_push))
+        .route("/jobs/relay-outbox", post(inbound::relay_outbox))
+        .route_layer(axum::middleware::from_fn_with_state(
+            services.oidc.clone(),
+            stockroom_runtime::oidc::require_token,
+        ));
     Router::new()
+        .merge(authenticated)
         .route("/v1/locations", get(list_locations))
         .route("/v1/locations/{location}", put(put_location))
         .route("/v1/adjustments", post(adjust))
@@ -35,12 +61,13 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/v1/stock/{sku}", get(stock_one))
         .route("/v1/movements", get(movements))
         .route("/v1/skus/{sku}/policy", put(put_policy))
-        .with_state(store)
+        .with_state(services)
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(put_location, list_locations, adjust, stock_one, stock_many, movements, put_policy),
+    paths(put_location, list_locations, adjust, stock_one, stock_many, movements, put_policy, inbound::events,
+          inbound::pubsub_push, inbound::relay_outbox),
     components(schemas(LocationBody, AdjustmentBody, ChangeBody, PolicyBody, LocationRecord, StockView, MovementPage, Policy)),
     tags((name = "stock", description = "Locations, adjustments, levels and the ledger"))
 )]
@@ -156,7 +183,7 @@ async fn adjust(
     let changes = changes.iter().map(Change::try_from).collect::<Result<Vec<_>, _>>()?;
     let idem = idempotency(key, &Method::POST, "/v1/adjustments", &body.raw)?;
     let command = Command::Adjust { changes, cause: format!("adjustment:{key}") };
-    Ok(respond(store.execute(command, Some(idem)).await?))
+    Ok(respond(store.execute(command, Some(idem), None).await?))
 }
 
 /// Stock of one SKU at every location, and in total.

@@ -10,7 +10,8 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
-    stockroom_runtime::serve_function("stock-updates", cli.settings, stockroom_stock_updates::router).await
+    let handler = Some(stockroom_stock_updates::queued_handler());
+    stockroom_runtime::serve_function("stock-updates", cli.settings, stockroom_stock_updates::router, handler).await
 }

@@ -17,15 +17,17 @@ enum Commands {
     Serve {
         #[command(flatten)]
         settings: Settings,
+        #[command(flatten)]
+        webhooks: stockroom_webhooks::WebhookSettings,
     },
 }
 
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Cli::parse().command {
-        Commands::Serve { settings } => {
+        Commands::Serve { settings, webhooks } => {
             logging::init(settings.project.clone());
             let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
-            crate::serve(listener, settings, shutdown_signal()).await
+            crate::serve(listener, settings, webhooks, shutdown_signal()).await
         }
     }
 }

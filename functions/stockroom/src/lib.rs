@@ -1,13 +1,13 @@
 //! The whole Stockroom suite in one process: every function's router over one store. This is local mode (the
 //! embedded SQLite store by default) and the long-running service on GKE.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use stockroom_runtime::Services;
 use stockroom_runtime::{Settings, run, with_edges};
-use stockroom_store::Store;
+use stockroom_webhooks::WebhookSettings;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
@@ -25,16 +25,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = Suite::openapi();
     doc.merge(stockroom_stock_updates::ApiDoc::openapi());
     doc.merge(stockroom_reservations::ApiDoc::openapi());
+    doc.merge(stockroom_webhooks::ApiDoc::openapi());
     doc
 }
 
-/// Every function's routes over one store, with the shared edges.
-pub fn app(store: Arc<dyn Store>, settings: &Settings) -> Router {
+/// Every function's routes over one set of services, with the shared edges.
+pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) -> Router {
     let spec = openapi();
     let routes = Router::new()
-        .merge(stockroom_stock_updates::router(store.clone()))
-        .merge(stockroom_reservations::router(store.clone()))
-        .merge(stockroom_runtime::health::router(store))
+        .merge(stockroom_stock_updates::router(services.clone()))
+        .merge(stockroom_reservations::router(services.clone()))
+        .merge(stockroom_webhooks::router(services.clone(), webhooks))
+        .merge(stockroom_runtime::stream::router(services.clone()))
+        .merge(stockroom_runtime::health::router(services.store))
         .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
     with_edges(routes, &settings.limits())
 }
@@ -44,10 +47,14 @@ pub fn app(store: Arc<dyn Store>, settings: &Settings) -> Router {
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
+    webhooks: WebhookSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let store = settings.connect().await?;
-    let app = app(store, &settings);
+    let services = settings.services().await?;
+    // The chain, in-process as in the cloud: webhooks queue commands, stock-updates' handler applies them,
+    // the ledger's outbox is relayed to the live feed.
+    settings.start_background(&services, Some(stockroom_stock_updates::queued_handler()));
+    let app = app(services, &settings, &webhooks);
     tracing::info!(address = %listener.local_addr()?, database = %redact(&settings.database_url), "stockroom serving");
     run(listener, app, shutdown, Duration::from_secs(settings.drain_seconds)).await?;
     tracing::info!("stockroom stopped");

@@ -1,1 +1,190 @@
-//! (being written)
+//! `webhooks`: Shopify webhooks in, Stockroom commands out.
+//!
+//! [`shopify`] is the pure core: signature check, headers, payloads and the commands they become. The route
+//! here checks the signature over the raw body, turns the webhook into commands and hands them to the command
+//! bus (the durable local queue, or Pub/Sub), answering in milliseconds; stock-updates applies them. Nothing
+//! of the customer (name, email, address, phone) is ever read, so nothing of it can leave.
+
+pub mod shopify;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use serde::Deserialize;
+use serde_json::json;
+use stockroom_runtime::{ApiError, JsonBody, RawBody, Services, fields, ok};
+use stockroom_store::QueuedCommand;
+use utoipa::OpenApi;
+
+/// Where commands made from webhooks say they come from.
+pub const SOURCE: &str = "//stockroom/webhooks";
+
+/// The webhooks function's own settings, besides the shared ones.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookSettings {
+    /// Shopify's webhook secrets, comma-separated (two during a rotation).
+    #[arg(long, env = "STOCKROOM_SHOPIFY_SECRETS", default_value = "", hide_env_values = true)]
+    pub shopify_secrets: String,
+    /// Where restocked refund lines go when Shopify's location is not mapped.
+    #[arg(long, env = "STOCKROOM_SHOPIFY_DEFAULT_LOCATION", default_value = "")]
+    pub shopify_default_location: String,
+}
+
+#[derive(Clone)]
+struct WebhookState {
+    services: Services,
+    secrets: Arc<shopify::Secrets>,
+    default_location: Arc<str>,
+}
+
+pub fn router(services: Services, settings: &WebhookSettings) -> Router {
+    let state = WebhookState {
+        services,
+        secrets: Arc::new(shopify::Secrets::parse(&settings.shopify_secrets)),
+        default_location: settings.shopify_default_location.as_str().into(),
+    };
+    Router::new()
+        .route("/webhooks/shopify", post(shopify_webhook))
+        .route("/v1/shopify/items/{inventory_item_id}", put(put_item))
+        .route("/v1/shopify/locations/{location_id}", put(put_location))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(shopify_webhook, put_item, put_location), components(schemas(ItemBody, LocationBody)),
+    tags((name = "webhooks", description = "Shopify in")))]
+pub struct ApiDoc;
+
+fn unauthorized(reason: &'static str) -> Response {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the webhook signature does not verify")
+        .with_details(json!({ "reason": reason }))
+        .into_response()
+}
+
+/// A Shopify webhook: verified, turned into commands, queued. 200 within milliseconds.
+#[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks",
+    responses((status = 200, description = "accepted (commands queued), or ignored with the reason"),
+              (status = 401, description = "bad or missing signature: nothing applied"),
+              (status = 400, description = "Shopify headers missing"), (status = 503, description = "the queue is unavailable: Shopify retries")))]
+async fn shopify_webhook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let signature = headers.get(shopify::HMAC_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = shopify::verify_hmac(&state.secrets, &body, signature) {
+        tracing::info!(reason = e.code(), "shopify webhook refused: signature");
+        return Ok(unauthorized(e.code()));
+    }
+    let webhook =
+        shopify::WebhookHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+            .map_err(|e| ApiError::bad_request("missing_shopify_header", e.to_string()))?;
+
+    // The one lookup a webhook needs (inventory levels name Shopify's ids): done before the pure part.
+    let mapped = match shopify::Topic::parse(&webhook.topic) {
+        Some(shopify::Topic::InventoryLevelsUpdate) => inventory_mapping(&state, &body).await?,
+        _ => None,
+    };
+    let mapping = |item: u64, location: u64| match &mapped {
+        Some((i, l, sku, loc)) if *i == item && *l == location => Some((sku.clone(), loc.clone())),
+        _ => None,
+    };
+    let commands = match shopify::commands(&webhook, &body, &mapping, &state.default_location) {
+        Ok(commands) => commands,
+        Err(shopify::WebhookError::Encode { message }) => {
+            tracing::error!(message, "could not encode a command");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode a command"));
+        }
+        // Retrying would not help, and Shopify must not retry forever: acknowledge, and say why.
+        Err(e) => {
+            tracing::warn!(topic = %webhook.topic, webhook = %webhook.webhook_id, reason = e.code(), error = %e, "shopify webhook ignored");
+            return Ok(ok(
+                StatusCode::OK,
+                &json!({ "outcome": "ignored", "reason": e.code(), "message": e.to_string() }),
+            ));
+        }
+    };
+    let queued: Vec<QueuedCommand> = commands
+        .into_iter()
+        .map(|c| QueuedCommand {
+            id: c.id,
+            ty: c.ty.to_owned(),
+            source: SOURCE.to_owned(),
+            ordering_key: c.ordering_key,
+            data: c.data,
+            attempts: 0,
+        })
+        .collect();
+    let count = queued.len();
+    state.services.commands.publish(queued).await?;
+    Ok(ok(StatusCode::OK, &json!({ "outcome": "accepted", "commands": count })))
+}
+
+/// The Shopify ids an `inventory_levels/update` names, and what they map to.
+async fn inventory_mapping(state: &WebhookState, body: &[u8]) -> Result<Option<(u64, u64, String, String)>, ApiError> {
+    #[derive(Deserialize)]
+    struct Ids {
+        inventory_item_id: shopify::ShopifyId,
+        location_id: shopify::ShopifyId,
+    }
+    let Ok(ids) = serde_json::from_slice::<Ids>(body) else {
+        return Ok(None); // the pure part reports the bad payload
+    };
+    let (item, location) = (ids.inventory_item_id.0, ids.location_id.0);
+    match state.services.store.shopify_mapping(&item.to_string(), &location.to_string()).await? {
+        (Some(sku), Some(loc)) => Ok(Some((item, location, sku.to_string(), loc.to_string()))),
+        _ => Ok(None),
+    }
+}
+
+fn shopify_id(raw: &str) -> Result<String, ApiError> {
+    shopify::ShopifyId::parse(raw)
+        .map(|id| id.0.to_string())
+        .ok_or_else(|| ApiError::invalid("invalid_shopify_id", "a Shopify id is its decimal digits or its gid"))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    pub sku: String,
+}
+
+/// Map a Shopify inventory item to a sku.
+#[utoipa::path(put, path = "/v1/shopify/items/{inventory_item_id}", tag = "webhooks", request_body = ItemBody,
+    params(("inventory_item_id" = String, Path, description = "decimal digits (ids exceed 2^53)")),
+    responses((status = 200, description = "mapped"), (status = 422, description = "invalid")))]
+async fn put_item(
+    State(state): State<WebhookState>,
+    Path(id): Path<String>,
+    body: JsonBody<ItemBody>,
+) -> Result<Response, ApiError> {
+    let id = shopify_id(&id)?;
+    let sku = fields::sku(&body.value.sku)?;
+    state.services.store.put_shopify_item(id.clone(), sku.clone()).await?;
+    Ok(ok(StatusCode::OK, &json!({ "inventory_item_id": id, "sku": sku })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationBody {
+    pub location: String,
+}
+
+/// Map a Shopify location to a Stockroom location.
+#[utoipa::path(put, path = "/v1/shopify/locations/{location_id}", tag = "webhooks", request_body = LocationBody,
+    params(("location_id" = String, Path, description = "decimal digits")),
+    responses((status = 200, description = "mapped"), (status = 422, description = "invalid")))]
+async fn put_location(
+    State(state): State<WebhookState>,
+    Path(id): Path<String>,
+    body: JsonBody<LocationBody>,
+) -> Result<Response, ApiError> {
+    let id = shopify_id(&id)?;
+    let location = fields::location(&body.value.location)?;
+    state.services.store.put_shopify_location(id.clone(), location.clone()).await?;
+    Ok(ok(StatusCode::OK, &json!({ "location_id": id, "location": location })))
+}

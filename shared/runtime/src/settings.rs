@@ -6,6 +6,9 @@ use std::time::Duration;
 use axum::Router;
 use stockroom_store::{SqlStore, Store, StoreSettings};
 
+use crate::oidc::{OidcConfig, OidcVerifier};
+use crate::services::Services;
+
 use crate::serve::{Limits, run, shutdown_signal, with_edges};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +49,21 @@ pub struct Settings {
     /// Google Cloud project, for trace ids in logs.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     pub project: Option<String>,
+    /// When set, `/events`, `/pubsub/push` and `/jobs/*` need a Google-signed OIDC token for this audience.
+    #[arg(long, env = "STOCKROOM_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Service-account emails allowed to call those routes (comma-separated); empty allows any verified email.
+    #[arg(long, env = "STOCKROOM_OIDC_EMAILS", default_value = "")]
+    pub oidc_emails: String,
+    /// Where the token signing keys are published.
+    #[arg(long, env = "STOCKROOM_OIDC_JWKS_URL", default_value = crate::oidc::GOOGLE_JWKS_URL)]
+    pub oidc_jwks_url: String,
+    /// How often the outbox is relayed in the background; 0 relays only on `POST /jobs/relay-outbox`.
+    #[arg(long, env = "STOCKROOM_RELAY_INTERVAL_MS", default_value_t = 200)]
+    pub relay_interval_ms: u64,
+    /// How often the local command queue is drained; 0 leaves it to another process.
+    #[arg(long, env = "STOCKROOM_COMMANDS_INTERVAL_MS", default_value_t = 100)]
+    pub commands_interval_ms: u64,
 }
 
 impl Settings {
@@ -77,6 +95,11 @@ impl Settings {
             request_timeout_ms: 30_000,
             drain_seconds: 8,
             project: None,
+            oidc_audience: None,
+            oidc_emails: String::new(),
+            oidc_jwks_url: crate::oidc::GOOGLE_JWKS_URL.to_owned(),
+            relay_interval_ms: 200,
+            commands_interval_ms: 100,
         }
     }
 
@@ -101,6 +124,30 @@ impl Settings {
     pub async fn connect(&self) -> Result<Arc<dyn Store>, stockroom_store::StoreError> {
         Ok(Arc::new(SqlStore::connect(&self.store()).await?))
     }
+
+    /// The store, the in-process buses and the token check, built once for the process.
+    pub async fn services(&self) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
+        let mut services = Services::local(self.connect().await?);
+        if let Some(audience) = self.oidc_audience.as_deref().filter(|a| !a.is_empty()) {
+            let mut config = OidcConfig::new(audience, OidcConfig::parse_emails(&self.oidc_emails));
+            config.jwks_url = self.oidc_jwks_url.clone();
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+            services.oidc = Some(Arc::new(OidcVerifier::new(config, http)));
+        }
+        Ok(services)
+    }
+
+    /// Starts the background relay and command worker, as configured.
+    pub fn start_background(&self, services: &Services, handler: Option<crate::worker::Handler>) {
+        if self.relay_interval_ms > 0 {
+            crate::relay::spawn(services.clone(), Duration::from_millis(self.relay_interval_ms));
+        }
+        if let Some(handler) = handler
+            && self.commands_interval_ms > 0
+        {
+            crate::worker::spawn(services.clone(), handler, Duration::from_millis(self.commands_interval_ms));
+        }
+    }
 }
 
 /// A whole function's `main`: settings, logs, one store for the process, the router with its edges and the
@@ -108,11 +155,14 @@ impl Settings {
 pub async fn serve_function(
     name: &str,
     settings: Settings,
-    router: impl FnOnce(Arc<dyn Store>) -> Router,
-) -> Result<(), Box<dyn std::error::Error>> {
+    router: impl FnOnce(Services) -> Router,
+    handler: Option<crate::worker::Handler>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     crate::logging::init(settings.project.clone());
-    let store = settings.connect().await?;
-    let app = with_edges(router(store.clone()).merge(crate::health::router(store)), &settings.limits());
+    let services = settings.services().await?;
+    settings.start_background(&services, handler);
+    let app =
+        with_edges(router(services.clone()).merge(crate::health::router(services.store.clone())), &settings.limits());
     let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
     tracing::info!(function = name, address = %listener.local_addr()?, "listening");
     run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;

@@ -14,11 +14,14 @@ pub enum StoreError {
     Closed,
     #[error("{0}")]
     Config(String),
+    /// The command came before something it depends on (a commit before its hold): deliver it again later.
+    #[error("{0}")]
+    NotYet(String),
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_) | Self::Closed)
+        matches!(self, Self::Transient(_) | Self::Closed | Self::NotYet(_))
     }
 }
 

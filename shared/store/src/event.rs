@@ -1,7 +1,9 @@
 //! The outbox's CloudEvent for a movement. Issue 3's relay publishes these as they are.
 
 use serde_json::{Value, json};
-use stockroom_domain::{Levels, Movement, MovementKind};
+use stockroom_domain::{Levels, Movement, MovementKind, Timestamp};
+
+use crate::model::Delivery;
 
 /// The CloudEvent type each movement kind leaves as.
 pub fn event_type(kind: MovementKind) -> &'static str {
@@ -31,6 +33,32 @@ pub fn movement_event(m: &Movement, origin: &str, after: &Levels) -> Value {
                 "on_hand": after.on_hand, "reserved": after.reserved, "committed": after.committed,
                 "safety_stock": after.safety_stock, "available": after.available(),
             },
+        },
+    })
+}
+
+/// A command that arrived as an event and was refused: acknowledged, and told to whoever listens.
+pub fn refused_event(
+    id: &str,
+    subject: &str,
+    delivery: &Delivery,
+    reservation_id: Option<String>,
+    error: &Value,
+    now: Timestamp,
+) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "//stockroom/stock-updates",
+        "type": "dev.stockroom.reservation.refused.v1",
+        "subject": subject,
+        "time": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "datacontenttype": "application/json",
+        "data": {
+            "command_type": delivery.command_type,
+            "command_id": delivery.command_id,
+            "reservation_id": reservation_id,
+            "error": error,
         },
     })
 }

@@ -11,6 +11,7 @@ mod answer;
 mod error;
 mod event;
 mod model;
+mod queues;
 mod runner;
 mod schema;
 pub mod sql;
@@ -19,9 +20,11 @@ pub use answer::{Answer, ErrorBody};
 pub use error::StoreError;
 pub use event::event_type;
 pub use model::{
-    AllocationView, Command, Idempotency, LocationRecord, MovementFilter, MovementPage, MovementRow, Policy,
-    PolicyUpdate, ReservationLineView, ReservationView, StockFigures, StockLocation, StockView,
+    AllocationView, Command, CountsFile, Delivery, Idempotency, LocationRecord, MovementFilter, MovementPage,
+    MovementRow, OutboxEvent, Policy, PolicyUpdate, QueuedCommand, ReservationLineView, ReservationView, Settled,
+    StockFigures, StockLocation, StockView,
 };
+pub use queues::COMMAND_ATTEMPTS_MAX;
 pub use sql::{SqlStore, StoreSettings};
 
 use async_trait::async_trait;
@@ -43,10 +46,36 @@ pub trait Store: Send + Sync + 'static {
     async fn reservation(&self, id: &ReservationId, now: Timestamp) -> Result<Option<ReservationView>, StoreError>;
     async fn movements(&self, filter: &MovementFilter) -> Result<MovementPage, StoreError>;
     async fn put_policy(&self, sku: Sku, update: PolicyUpdate) -> Result<Policy, StoreError>;
-    /// Runs a command exactly once per idempotency key and answers as the contract says.
-    async fn execute(&self, command: Command, idempotency: Option<Idempotency>) -> Result<Answer, StoreError>;
+    /// Runs a command exactly once per idempotency key and answers as the contract says. With a `delivery`
+    /// (the command came as an event) a refusal also leaves as a `reservation.refused` event, and a command
+    /// that came before its predecessor fails with [`StoreError::NotYet`].
+    async fn execute(
+        &self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+        delivery: Option<Delivery>,
+    ) -> Result<Answer, StoreError>;
     /// Books up to `limit` lapsed holds as expired: `{"expired": n}`, stored under the idempotency key if any.
     async fn expire_due(&self, limit: i64, idempotency: Option<Idempotency>) -> Result<Answer, StoreError>;
     /// Reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Queues commands durably (the local command bus). A command whose id is queued already is left alone.
+    async fn enqueue(&self, commands: Vec<QueuedCommand>) -> Result<(), StoreError>;
+    /// Up to `limit` queued commands due now, oldest first.
+    async fn due_commands(&self, limit: i64) -> Result<Vec<QueuedCommand>, StoreError>;
+    async fn settle(&self, id: &str, settled: Settled) -> Result<(), StoreError>;
+    /// Up to `limit` events not yet published, in outbox order (per ordering key, the order they happened).
+    async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError>;
+    /// Records a counts file for the reconciler; `false` when it was recorded already.
+    async fn record_counts_file(&self, file: CountsFile) -> Result<bool, StoreError>;
+    /// Shopify's ids to ours, managed over the API.
+    async fn put_shopify_item(&self, inventory_item_id: String, sku: Sku) -> Result<(), StoreError>;
+    async fn put_shopify_location(&self, location_id: String, location: Location) -> Result<(), StoreError>;
+    async fn shopify_mapping(
+        &self,
+        inventory_item_id: &str,
+        location_id: &str,
+    ) -> Result<(Option<Sku>, Option<Location>), StoreError>;
 }

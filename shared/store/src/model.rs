@@ -30,16 +30,78 @@ pub enum Command {
     Expire {
         id: ReservationId,
     },
+    /// A sale without a prior hold (a Shopify order): hold and commit in one transaction.
+    Sell {
+        id: ReservationId,
+        request: HoldRequest,
+    },
+    /// Another system's count of one row. Applied as a `set` unless a newer count from the same system was
+    /// applied already (reports arrive late and out of order).
+    SetFromExternal {
+        sku: Sku,
+        location: Location,
+        on_hand: i64,
+        system: String,
+        observed_at: Timestamp,
+        reference: Option<String>,
+    },
 }
 
 impl Command {
     /// The function whose events these are: `source` = `//stockroom/<origin>`.
     pub fn origin(&self) -> &'static str {
         match self {
-            Self::Adjust { .. } => "stock-updates",
+            Self::Adjust { .. } | Self::SetFromExternal { .. } | Self::Sell { .. } => "stock-updates",
             _ => "reservations",
         }
     }
+}
+
+/// A command that arrived as an event (CloudEvent, Pub/Sub message, queued webhook command) rather than as an
+/// API call. Such a command is acknowledged even when refused, so its refusal leaves as a
+/// `reservation.refused` event; and a command whose predecessor has not arrived yet (a commit before its hold)
+/// is answered "not yet" so that the sender delivers it again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub command_type: String,
+    pub command_id: String,
+}
+
+/// A command waiting in the local, durable command queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCommand {
+    pub id: String,
+    pub ty: String,
+    pub source: String,
+    pub ordering_key: String,
+    pub data: serde_json::Value,
+    pub attempts: i64,
+}
+
+/// What became of a queued command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Done,
+    RetryAfterMs(i64, String),
+    Dead(String),
+}
+
+/// An outgoing CloudEvent waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub id: String,
+    /// The ordering key.
+    pub sku: String,
+    pub event: serde_json::Value,
+}
+
+/// A counts file announced by Cloud Storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CountsFile {
+    pub bucket: String,
+    pub name: String,
+    pub generation: String,
+    pub size: Option<String>,
 }
 
 /// An idempotency key and the hash of the request it came with.

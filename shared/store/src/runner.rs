@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 use stockroom_domain::{
-    Allocation, LapsedAllocation, Levels, Location, Refusal, Reservation, ReservationId, ReservationLine,
-    ReservationStatus, Sku, StockBook, Timestamp,
+    Allocation, Change, ChangeOp, LapsedAllocation, Levels, Location, Refusal, Reservation, ReservationId,
+    ReservationLine, ReservationStatus, Sku, StockBook, Timestamp,
 };
 
 use crate::answer::Answer;
 use crate::error::StoreError;
-use crate::event::movement_event;
-use crate::model::{Command, Idempotency, ReservationView, StockFigures};
+use crate::event::{movement_event, refused_event};
+use crate::model::{Command, Delivery, Idempotency, ReservationView, StockFigures};
 use crate::sql::{Dialect, from_micros, list, parse};
 
 /// Movements (and outbox rows) per INSERT statement: well under SQLite's and PostgreSQL's parameter limits.
@@ -150,6 +150,7 @@ pub(crate) async fn execute(
     dialect: Dialect,
     command: &Command,
     claim: Option<(&str, &str)>,
+    delivery: Option<&Delivery>,
 ) -> Result<Answer, StoreError> {
     let now = crate::sql::now();
     let mut tx = conn.begin().await?;
@@ -160,6 +161,14 @@ pub(crate) async fn execute(
             // A refusal changes nothing: drop whatever the attempt wrote, keep only the answer.
             tx.rollback().await?;
             tx = conn.begin().await?;
+            if let Some(delivery) = delivery {
+                if let Some(why) = early(&mut tx, command, &answer).await? {
+                    // Not an answer to store: the sender must come back once the predecessor is here.
+                    tx.rollback().await?;
+                    return Err(StoreError::NotYet(why));
+                }
+                write_refused_event(&mut tx, command, delivery, &answer, now).await?;
+            }
             answer
         }
     };
@@ -172,6 +181,67 @@ pub(crate) async fn execute(
     }
     tx.commit().await?;
     Ok(answer)
+}
+
+/// For a command that came as an event, whether its refusal only means "too early": the reservation it names
+/// was never placed nor refused yet, or it is to be shipped while still only held. Events arrive out of order;
+/// the later delivery will find its predecessor.
+async fn early(conn: &mut AnyConnection, command: &Command, answer: &Answer) -> Result<Option<String>, StoreError> {
+    let code = answer.body["error"].as_str().unwrap_or_default();
+    let id = match command {
+        Command::Commit { id, .. } | Command::Fulfil { id } | Command::Release { id } => id,
+        _ => return Ok(None),
+    };
+    if code == "unknown_reservation" {
+        // A hold that was answered (refused) under this reservation id will never come: that refusal stands.
+        let answered = sqlx::query("SELECT 1 FROM idempotency WHERE key = $1 AND state = 'done'")
+            .bind(format!("reservation:{id}"))
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        return Ok((!answered).then(|| format!("reservation {id} is not known yet")));
+    }
+    let shipping_a_hold =
+        code == "invalid_state" && answer.body["status"] == "held" && answer.body["action"] == "fulfil";
+    Ok(shipping_a_hold.then(|| format!("reservation {id} is not committed yet")))
+}
+
+/// The ordering key of what a command is about: its reservation, else its first sku.
+fn subject(command: &Command) -> String {
+    match command {
+        Command::Adjust { changes, .. } => changes.first().map(|c| c.sku.to_string()).unwrap_or_default(),
+        Command::SetFromExternal { sku, .. } => sku.to_string(),
+        Command::Hold { id, .. }
+        | Command::Sell { id, .. }
+        | Command::Commit { id, .. }
+        | Command::Fulfil { id }
+        | Command::Release { id }
+        | Command::Expire { id } => id.to_string(),
+    }
+}
+
+async fn write_refused_event(
+    conn: &mut AnyConnection,
+    command: &Command,
+    delivery: &Delivery,
+    answer: &Answer,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let subject = subject(command);
+    let reservation_id = match command {
+        Command::Adjust { .. } | Command::SetFromExternal { .. } => None,
+        _ => Some(subject.clone()),
+    };
+    let event = refused_event(&id, &subject, delivery, reservation_id, &answer.body, now);
+    sqlx::query("INSERT INTO outbox (id, sku, created_at, event, published_at) VALUES ($1, $2, $3, $4, NULL)")
+        .bind(&id)
+        .bind(&subject)
+        .bind(now.timestamp_micros())
+        .bind(event.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn run(conn: &mut AnyConnection, d: Dialect, command: &Command, now: Timestamp) -> Result<Outcome, StoreError> {
@@ -197,38 +267,57 @@ async fn run(conn: &mut AnyConnection, d: Dialect, command: &Command, now: Times
                 keys.iter().map(|(s, l)| (s.clone(), l.clone(), StockFigures::from(book.levels(s, l)))).collect();
             Ok(Outcome::Done(Answer::levels(&rows)))
         }
-        Command::Hold { id, request } => {
-            let skus: BTreeSet<Sku> = request.lines.iter().map(|l| l.sku.clone()).collect();
-            let mut before = lock_levels(conn, d, &skus).await?;
-            if reservation_exists(conn, id).await? {
-                return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+        Command::Hold { id, request } => hold(conn, d, id, request, false, now).await,
+        Command::Sell { id, request } => hold(conn, d, id, request, true, now).await,
+        Command::SetFromExternal { sku, location, on_hand, system, observed_at, reference } => {
+            let known: BTreeSet<Location> = locations(conn).await?.into_iter().collect();
+            if !known.contains(location) {
+                return Ok(Outcome::Refused(Answer::refusal(&Refusal::UnknownLocation { location: location.clone() })));
             }
-            // Holds that lapsed on these rows give their units back first, booked, so that a late commit of
-            // theirs sees them gone.
-            let lapsed = lapsed_allocations(conn, &skus, now).await?;
-            if !lapsed.is_empty() {
-                let mut book = before.clone();
-                stockroom_domain::expire_lapsed(&mut book, &lapsed, now, &mut ids).map_err(corrupt)?;
-                write_book(conn, &before, &book, origin, now).await?;
-                mark_expired(conn, &lapsed).await?;
-                before = book.snapshot();
-            }
-            let locations = locations(conn).await?;
+            let key = (sku.clone(), location.clone());
+            ensure_levels(conn, &BTreeSet::from([key.clone()]), now).await?;
+            let before = lock_levels(conn, d, &BTreeSet::from([sku.clone()])).await?;
+            let last: Option<(i64,)> = sqlx::query_as(
+                "SELECT observed_at FROM external_counts WHERE sku = $1 AND location = $2 AND system = $3",
+            )
+            .bind(sku.as_str())
+            .bind(location.as_str())
+            .bind(system.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let stale = last.is_some_and(|(at,)| at >= observed_at.timestamp_micros());
             let mut book = before.clone();
-            match stockroom_domain::hold(&mut book, &locations, request, id.clone(), now, &mut ids) {
-                Err(r) => Ok(Outcome::Refused(Answer::refusal(&r))),
-                Ok(reservation) => {
-                    write_book(conn, &before, &book, origin, now).await?;
-                    match insert_reservation(conn, &reservation).await {
-                        // The same id placed at this moment through another key, on other rows.
-                        Err(StoreError::Internal(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                            return Ok(Outcome::Refused(Answer::reservation_exists(id)));
-                        }
-                        other => other?,
-                    }
-                    Ok(Outcome::Done(Answer::reservation(201, &ReservationView::of(&reservation, now))))
+            if !stale {
+                let change = Change {
+                    sku: sku.clone(),
+                    location: location.clone(),
+                    op: ChangeOp::Set(*on_hand),
+                    reason: format!("external:{system}"),
+                    reference: reference.clone(),
+                    expected_on_hand: None,
+                };
+                let cause = format!("external:{system}");
+                if let Err(r) = stockroom_domain::adjust(&mut book, &known, &[change], &cause, now, &mut ids) {
+                    return Ok(Outcome::Refused(Answer::refusal(&r)));
                 }
+                write_book(conn, &before, &book, origin, now).await?;
+                let sql = if last.is_some() {
+                    "UPDATE external_counts SET observed_at = $4 WHERE sku = $1 AND location = $2 AND system = $3"
+                } else {
+                    "INSERT INTO external_counts (sku, location, system, observed_at) VALUES ($1, $2, $3, $4)"
+                };
+                sqlx::query(sql)
+                    .bind(sku.as_str())
+                    .bind(location.as_str())
+                    .bind(system.as_str())
+                    .bind(observed_at.timestamp_micros())
+                    .execute(&mut *conn)
+                    .await?;
             }
+            let mut answer =
+                Answer::levels(&[(sku.clone(), location.clone(), StockFigures::from(book.levels(sku, location)))]);
+            answer.body["stale"] = serde_json::Value::Bool(stale);
+            Ok(Outcome::Done(answer))
         }
         Command::Commit { id, .. } | Command::Fulfil { id } | Command::Release { id } | Command::Expire { id } => {
             let Some(peek) = load_reservation(conn, d, id, false).await? else {
@@ -258,6 +347,52 @@ async fn run(conn: &mut AnyConnection, d: Dialect, command: &Command, now: Times
             Ok(Outcome::Done(Answer::reservation(200, &ReservationView::of(&reservation, now))))
         }
     }
+}
+
+/// Places a hold (or, `sell`, a hold committed at once) on every line or none.
+async fn hold(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    id: &ReservationId,
+    request: &stockroom_domain::HoldRequest,
+    sell: bool,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let origin = if sell { "stock-updates" } else { "reservations" };
+    let mut ids = || uuid::Uuid::now_v7().to_string();
+    let skus: BTreeSet<Sku> = request.lines.iter().map(|l| l.sku.clone()).collect();
+    let mut before = lock_levels(conn, d, &skus).await?;
+    if reservation_exists(conn, id).await? {
+        return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+    }
+    // Holds that lapsed on these rows give their units back first, booked, so that a late commit of
+    // theirs sees them gone.
+    let lapsed = lapsed_allocations(conn, &skus, now).await?;
+    if !lapsed.is_empty() {
+        let mut book = before.clone();
+        stockroom_domain::expire_lapsed(&mut book, &lapsed, now, &mut ids).map_err(corrupt)?;
+        write_book(conn, &before, &book, origin, now).await?;
+        mark_expired(conn, &lapsed).await?;
+        before = book.snapshot();
+    }
+    let locations = locations(conn).await?;
+    let mut book = before.clone();
+    let mut reservation = match stockroom_domain::hold(&mut book, &locations, request, id.clone(), now, &mut ids) {
+        Err(r) => return Ok(Outcome::Refused(Answer::refusal(&r))),
+        Ok(reservation) => reservation,
+    };
+    if sell && let Err(r) = reservation.commit(None, &mut book, now, &mut ids) {
+        return Ok(Outcome::Refused(Answer::refusal(&r)));
+    }
+    write_book(conn, &before, &book, origin, now).await?;
+    match insert_reservation(conn, &reservation).await {
+        // The same id placed at this moment through another key, on other rows.
+        Err(StoreError::Internal(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+        }
+        other => other?,
+    }
+    Ok(Outcome::Done(Answer::reservation(201, &ReservationView::of(&reservation, now))))
 }
 
 fn corrupt(r: Refusal) -> StoreError {

@@ -5,7 +5,10 @@ use sqlx::AnyConnection;
 
 use crate::error::StoreError;
 
-const MIGRATIONS: &[(&str, &str)] = &[("0001_ledger", include_str!("../migrations/0001_ledger.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_ledger", include_str!("../migrations/0001_ledger.sql")),
+    ("0002_events", include_str!("../migrations/0002_events.sql")),
+];
 
 pub(crate) async fn migrate(conn: &mut AnyConnection) -> Result<(), StoreError> {
     sqlx::raw_sql(

@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer::Answer;
 use crate::error::{StoreError, is_retryable_conflict};
 use crate::model::{
-    Command, Idempotency, LocationRecord, MovementFilter, MovementPage, MovementRow, Policy, PolicyUpdate,
-    ReservationView, StockView,
+    Command, CountsFile, Delivery, Idempotency, LocationRecord, MovementFilter, MovementPage, MovementRow, OutboxEvent,
+    Policy, PolicyUpdate, QueuedCommand, ReservationView, Settled, StockView,
 };
 use crate::runner::{self, Claim};
-use crate::{Store, schema};
+use crate::{Store, queues, schema};
 
 /// Where the two databases part ways. Everything else is the same SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(crate) fn parse<T, E: std::fmt::Display>(f: impl Fn(&str) -> Result<T, E>, r
 
 /// The store's clock, at the precision it stores (microseconds), so that a first answer and a later read of the
 /// same reservation show the same instants.
-pub(crate) fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     let us = chrono::Utc::now().timestamp_micros();
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_else(chrono::Utc::now)
 }
@@ -106,13 +106,20 @@ enum Work {
     Claim(Idempotency, String, i64),
     Unclaim(String, String),
     Finish(String, String, Answer),
-    Execute(Command, Option<(String, String)>),
+    Execute(Command, Option<(String, String)>, Option<Delivery>),
+    Enqueue(Vec<QueuedCommand>),
+    Settle(String, Settled),
+    MarkPublished(Vec<String>),
+    RecordCountsFile(CountsFile),
+    PutShopifyItem(String, Sku),
+    PutShopifyLocation(String, Location),
     PutLocation(Location, String, i64),
     PutPolicy(Sku, PolicyUpdate),
 }
 
 enum Done {
     Claim(Claim),
+    Flag(bool),
     Unit,
     Answer(Answer),
     Location(LocationRecord, bool),
@@ -133,7 +140,9 @@ impl SqlStore {
         } else if settings.url.starts_with("postgres:") || settings.url.starts_with("postgresql:") {
             (Dialect::Postgres, settings.url.clone())
         } else {
-            return Err(StoreError::Config("STOCKROOM_DATABASE_URL must start with sqlite:// or postgres://".to_owned()));
+            return Err(StoreError::Config(
+                "STOCKROOM_DATABASE_URL must start with sqlite:// or postgres://".to_owned(),
+            ));
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -209,12 +218,19 @@ impl SqlStore {
         };
         let mut booked = 0;
         for id in due {
-            let answer = self.execute(Command::Expire { id }, None).await?;
+            let answer = self.execute(Command::Expire { id }, None, None).await?;
             if answer.body.get("status").and_then(|s| s.as_str()) == Some("expired") {
                 booked += 1;
             }
         }
         Ok(booked)
+    }
+
+    async fn unit(&self, work: Work) -> Result<(), StoreError> {
+        match self.write(work).await? {
+            Done::Unit => Ok(()),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Runs a write: through the SQLite writer, or in its own PostgreSQL transaction, retried on deadlock.
@@ -307,9 +323,23 @@ async fn perform(conn: &mut AnyConnection, dialect: Dialect, work: &Work) -> Res
         Work::Claim(idem, token, lease) => runner::claim(conn, idem, token, *lease).await.map(Done::Claim),
         Work::Unclaim(key, token) => runner::unclaim(conn, key, token).await.map(|()| Done::Unit),
         Work::Finish(key, token, answer) => runner::finish_alone(conn, key, token, answer).await.map(|()| Done::Unit),
-        Work::Execute(command, claim) => {
+        Work::Execute(command, claim, delivery) => {
             let claim = claim.as_ref().map(|(k, t)| (k.as_str(), t.as_str()));
-            runner::execute(conn, dialect, command, claim).await.map(Done::Answer)
+            runner::execute(conn, dialect, command, claim, delivery.as_ref()).await.map(Done::Answer)
+        }
+        Work::Enqueue(commands) => queues::enqueue(conn, commands).await.map(|()| Done::Unit),
+        Work::Settle(id, settled) => queues::settle(conn, id, settled).await.map(|()| Done::Unit),
+        Work::MarkPublished(ids) => queues::mark_published(conn, ids).await.map(|()| Done::Unit),
+        Work::RecordCountsFile(file) => queues::record_counts_file(conn, file).await.map(Done::Flag),
+        Work::PutShopifyItem(item, sku) => {
+            queues::put_mapping(conn, "shopify_items", "inventory_item_id", "sku", item, sku.as_str())
+                .await
+                .map(|()| Done::Unit)
+        }
+        Work::PutShopifyLocation(id, location) => {
+            queues::put_mapping(conn, "shopify_locations", "location_id", "location", id, location.as_str())
+                .await
+                .map(|()| Done::Unit)
         }
         Work::PutLocation(id, name, priority) => put_location(conn, id, name, *priority).await,
         Work::PutPolicy(sku, update) => put_policy(conn, sku, update).await.map(Done::Policy),
@@ -533,12 +563,17 @@ impl Store for SqlStore {
         }
     }
 
-    async fn execute(&self, command: Command, idempotency: Option<Idempotency>) -> Result<Answer, StoreError> {
+    async fn execute(
+        &self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+        delivery: Option<Delivery>,
+    ) -> Result<Answer, StoreError> {
         let claim = match self.claim(idempotency).await? {
             Ok(claim) => claim,
             Err(answer) => return Ok(answer),
         };
-        match self.write(Work::Execute(command, claim.clone())).await {
+        match self.write(Work::Execute(command, claim.clone(), delivery)).await {
             Ok(Done::Answer(answer)) => Ok(answer),
             Ok(_) => Err(unexpected()),
             Err(e) => Err(self.give_back(claim, e).await),
@@ -568,5 +603,51 @@ impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
+    }
+
+    async fn enqueue(&self, commands: Vec<QueuedCommand>) -> Result<(), StoreError> {
+        self.unit(Work::Enqueue(commands)).await
+    }
+
+    async fn due_commands(&self, limit: i64) -> Result<Vec<QueuedCommand>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        queues::due_commands(&mut conn, limit).await
+    }
+
+    async fn settle(&self, id: &str, settled: Settled) -> Result<(), StoreError> {
+        self.unit(Work::Settle(id.to_owned(), settled)).await
+    }
+
+    async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        queues::unpublished(&mut conn, limit).await
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.unit(Work::MarkPublished(ids.to_vec())).await
+    }
+
+    async fn record_counts_file(&self, file: CountsFile) -> Result<bool, StoreError> {
+        match self.write(Work::RecordCountsFile(file)).await? {
+            Done::Flag(new) => Ok(new),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn put_shopify_item(&self, inventory_item_id: String, sku: Sku) -> Result<(), StoreError> {
+        self.unit(Work::PutShopifyItem(inventory_item_id, sku)).await
+    }
+
+    async fn put_shopify_location(&self, location_id: String, location: Location) -> Result<(), StoreError> {
+        self.unit(Work::PutShopifyLocation(location_id, location)).await
+    }
+
+    async fn shopify_mapping(
+        &self,
+        inventory_item_id: &str,
+        location_id: &str,
+    ) -> Result<(Option<Sku>, Option<Location>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        queues::shopify_mapping(&mut conn, inventory_item_id, location_id).await
     }
 }

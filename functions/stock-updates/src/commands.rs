@@ -1,0 +1,187 @@
+//! Commands that arrive as events — CloudEvents on `/events`, Pub/Sub pushes on `/pubsub/push`, Eventarc's
+//! `messagePublished`, and the local command queue — applied exactly once each, through one function.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use stockroom_domain::{Change, ChangeOp, CommitLine, HoldLine, HoldRequest, Ttl};
+use stockroom_events::command as cmd;
+use stockroom_runtime::{ApiError, fields};
+use stockroom_store::{Answer, Command, Delivery, Idempotency, Store};
+
+/// A command however it came: its CloudEvent type, source and id, and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub ty: String,
+    pub source: String,
+    pub id: String,
+    pub data: Value,
+}
+
+/// What became of a command. All three are acknowledged (2xx): a refusal is final, and retrying a duplicate
+/// changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Applied(Answer),
+    Duplicate(Answer),
+    Refused(Answer),
+}
+
+impl Applied {
+    pub fn body(&self) -> Value {
+        match self {
+            Self::Applied(a) => json!({ "outcome": "applied", "answer": a.body }),
+            Self::Duplicate(a) => json!({ "outcome": "duplicate", "answer": a.body }),
+            Self::Refused(a) => json!({ "outcome": "refused", "error": a.body }),
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid("invalid_command", e.to_string())
+}
+
+fn data<T: serde::de::DeserializeOwned>(env: &Envelope) -> Result<T, ApiError> {
+    T::deserialize(&env.data).map_err(|e| invalid(format!("{}: {e}", env.ty)))
+}
+
+fn quantity(n: i64) -> Result<stockroom_domain::Quantity, ApiError> {
+    fields::quantity(&n.into(), "quantity")
+}
+
+fn hold_request(h: &cmd::Hold) -> Result<HoldRequest, ApiError> {
+    if h.lines.is_empty() || h.lines.len() > crate::LINES_MAX {
+        return Err(ApiError::invalid("invalid_lines", format!("send 1 to {} lines", crate::LINES_MAX)));
+    }
+    let lines = h
+        .lines
+        .iter()
+        .map(|l| {
+            Ok(HoldLine {
+                sku: fields::sku(&l.sku)?,
+                quantity: quantity(l.quantity)?,
+                location: l.location.as_deref().map(fields::location).transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let ttl = match h.ttl_seconds {
+        None => Ttl::default(),
+        Some(s) => Ttl::seconds(s).map_err(|m| ApiError::invalid("invalid_ttl", m))?,
+    };
+    let reference = h.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?;
+    Ok(HoldRequest { lines, ttl, reference })
+}
+
+fn change(c: &cmd::Change) -> Result<Change, ApiError> {
+    let op = match (c.delta, c.set) {
+        (Some(d), None) => ChangeOp::Delta(fields::delta(&d.into())?),
+        (None, Some(s)) => ChangeOp::Set(fields::level(&s.into(), "set")?),
+        _ => return Err(ApiError::invalid("invalid_change", "each change needs exactly one of delta and set")),
+    };
+    Ok(Change {
+        sku: fields::sku(&c.sku)?,
+        location: fields::location(&c.location)?,
+        op,
+        reason: fields::text(&c.reason, "reason", fields::TEXT_BYTES_MAX)?,
+        reference: c.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?,
+        expected_on_hand: c.expected_on_hand.map(|e| fields::level(&e.into(), "expected_on_hand")).transpose()?,
+    })
+}
+
+/// The domain command and its idempotency key. A hold's key is its reservation id (however often, and by
+/// whichever path, it comes); any other command's is its CloudEvent source and id.
+pub fn decode(env: &Envelope) -> Result<(Command, String), ApiError> {
+    let by_event = format!("event:{}#{}", env.source, env.id);
+    Ok(match env.ty.as_str() {
+        cmd::ADJUST => {
+            let a: cmd::Adjust = data(env)?;
+            if a.changes.is_empty() || a.changes.len() > crate::CHANGES_MAX {
+                return Err(ApiError::invalid("invalid_changes", format!("send 1 to {} changes", crate::CHANGES_MAX)));
+            }
+            let changes = a.changes.iter().map(change).collect::<Result<Vec<_>, _>>()?;
+            (Command::Adjust { changes, cause: by_event.clone() }, by_event)
+        }
+        cmd::HOLD | cmd::SELL => {
+            let h: cmd::Hold = data(env)?;
+            let id = fields::reservation_id(&h.reservation_id)?;
+            let request = hold_request(&h)?;
+            let key = format!("reservation:{id}");
+            let command =
+                if env.ty == cmd::HOLD { Command::Hold { id, request } } else { Command::Sell { id, request } };
+            (command, key)
+        }
+        cmd::COMMIT => {
+            let c: cmd::Commit = data(env)?;
+            let lines = c
+                .lines
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .map(|l| Ok(CommitLine { sku: fields::sku(&l.sku)?, quantity: quantity(l.quantity)? }))
+                        .collect::<Result<Vec<_>, ApiError>>()
+                })
+                .transpose()?;
+            (Command::Commit { id: fields::reservation_id(&c.reservation_id)?, lines }, by_event)
+        }
+        cmd::FULFIL => {
+            let r: cmd::ReservationRef = data(env)?;
+            (Command::Fulfil { id: fields::reservation_id(&r.reservation_id)? }, by_event)
+        }
+        cmd::RELEASE => {
+            let r: cmd::ReservationRef = data(env)?;
+            (Command::Release { id: fields::reservation_id(&r.reservation_id)? }, by_event)
+        }
+        cmd::SET_FROM_EXTERNAL => {
+            let s: cmd::SetFromExternal = data(env)?;
+            let observed_at = chrono::DateTime::parse_from_rfc3339(&s.observed_at)
+                .map_err(|e| invalid(format!("observed_at: {e}")))?
+                .with_timezone(&chrono::Utc);
+            let system = fields::text(&s.system, "system", 64)?;
+            let command = Command::SetFromExternal {
+                sku: fields::sku(&s.sku)?,
+                location: fields::location(&s.location)?,
+                on_hand: fields::level(&s.on_hand.into(), "on_hand")?,
+                system,
+                observed_at,
+                reference: s
+                    .reference
+                    .as_deref()
+                    .map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX))
+                    .transpose()?,
+            };
+            (command, by_event)
+        }
+        other => {
+            return Err(ApiError::invalid("unsupported_command", format!("{other:?} is not a Stockroom command"))
+                .with_details(json!({ "known": cmd::ALL })));
+        }
+    })
+}
+
+/// Applies one command exactly once: the same key answers as the first time did, a refusal is acknowledged
+/// (and leaves as a `reservation.refused` event), a command ahead of its predecessor is "not yet" (503).
+pub async fn apply(store: &dyn Store, env: &Envelope) -> Result<Applied, ApiError> {
+    let (command, key) = decode(env)?;
+    let mut hash = Sha256::new();
+    hash.update(env.ty.as_bytes());
+    hash.update(b"\n");
+    hash.update(env.data.to_string());
+    let idem = Idempotency { key, request_hash: hex::encode(hash.finalize()) };
+    let delivery = Delivery { command_type: env.ty.clone(), command_id: format!("{}#{}", env.source, env.id) };
+    let answer = store.execute(command, Some(idem), Some(delivery)).await?;
+    Ok(if answer.replayed {
+        Applied::Duplicate(answer)
+    } else if answer.is_success() {
+        Applied::Applied(answer)
+    } else if answer.body["error"] == "idempotency_in_progress" {
+        // Another delivery of the same command is being applied right now: let the sender come back.
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "in_progress",
+            "the same command is being applied",
+        ));
+    } else if answer.body["error"] == "idempotency_mismatch" {
+        return Err(ApiError::invalid("idempotency_mismatch", "this command's key was used with other data"));
+    } else {
+        Applied::Refused(answer)
+    })
+}

@@ -1,0 +1,117 @@
+//! Events in: CloudEvents on `/events` (Stockroom commands, Eventarc's Pub/Sub `messagePublished` and Cloud
+//! Storage `object.finalized`), Pub/Sub pushes on `/pubsub/push`, and the outbox relay job.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use stockroom_runtime::events::{self, IncomingEvent, PushMessage};
+use stockroom_runtime::{ApiError, RawBody, Services, ok, relay};
+use stockroom_store::CountsFile;
+
+use crate::commands::{self, Envelope};
+
+const MESSAGE_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
+const OBJECT_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
+
+fn acknowledged(body: Value) -> Response {
+    ok(StatusCode::OK, &body)
+}
+
+/// A command carried by a Pub/Sub message: the CloudEvents Pub/Sub binding (`ce-*` attributes, data = the
+/// command), or a structured CloudEvent as the message data. Its identity is the CloudEvent's source and id
+/// when it has them (the same command reaching us by several paths is one command), else the message id.
+fn envelope_of_message(m: &PushMessage) -> Result<Envelope, ApiError> {
+    let data_json = |bytes: &Bytes| -> Result<Value, ApiError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::invalid("invalid_command", format!("message data is not JSON: {e}")))
+    };
+    let source_of_message = || format!("//pubsub/{}", m.subscription.as_deref().unwrap_or("push"));
+    if let Some(ty) = m.attributes.get("ce-type") {
+        return Ok(Envelope {
+            ty: ty.clone(),
+            source: m.attributes.get("ce-source").cloned().unwrap_or_else(source_of_message),
+            id: m.attributes.get("ce-id").cloned().unwrap_or_else(|| m.message_id.clone()),
+            data: data_json(&m.data)?,
+        });
+    }
+    let structured = data_json(&m.data)?;
+    match (structured["type"].as_str(), structured.get("data")) {
+        (Some(ty), Some(data)) => Ok(Envelope {
+            ty: ty.to_owned(),
+            source: structured["source"].as_str().map(str::to_owned).unwrap_or_else(source_of_message),
+            id: structured["id"].as_str().map(str::to_owned).unwrap_or_else(|| m.message_id.clone()),
+            data: data.clone(),
+        }),
+        _ => Err(ApiError::invalid(
+            "invalid_command",
+            "the message carries no CloudEvent: no ce-type attribute nor a structured event",
+        )),
+    }
+}
+
+async fn apply(services: &Services, env: &Envelope) -> Result<Value, ApiError> {
+    let applied = commands::apply(services.store.as_ref(), env).await?;
+    Ok(applied.body())
+}
+
+async fn one_event(services: &Services, e: &IncomingEvent) -> Result<Value, ApiError> {
+    match e.ty.as_str() {
+        MESSAGE_PUBLISHED => {
+            let message = events::message_published(e)?;
+            apply(services, &envelope_of_message(&message)?).await
+        }
+        OBJECT_FINALIZED => {
+            let o = events::storage_object(e)?;
+            let file = CountsFile { bucket: o.bucket, name: o.name, generation: o.generation, size: o.size };
+            // Recorded durably for the reconciler; the file itself is read when it runs.
+            let new = services.store.record_counts_file(file.clone()).await?;
+            Ok(json!({ "outcome": if new { "recorded" } else { "duplicate" }, "file": file }))
+        }
+        _ => {
+            let data = e.data_json("command")?;
+            apply(services, &Envelope { ty: e.ty.clone(), source: e.source.clone(), id: e.id.clone(), data }).await
+        }
+    }
+}
+
+/// CloudEvents over HTTP, binary or structured, as Eventarc sends them.
+#[utoipa::path(post, path = "/events", tag = "events",
+    responses((status = 200, description = "applied, duplicate or refused (a refusal leaves as reservation.refused)"),
+              (status = 400, description = "not a valid CloudEvent"), (status = 401, description = "no valid OIDC token"),
+              (status = 422, description = "a valid event carrying an invalid command"),
+              (status = 503, description = "transient, or the command came before its predecessor: deliver again")))]
+pub async fn events(
+    State(services): State<Services>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let incoming = events::parse_cloudevents(&headers, &body, false)?;
+    let mut results = Vec::with_capacity(incoming.len());
+    for e in &incoming {
+        results.push(one_event(&services, e).await?);
+    }
+    Ok(acknowledged(match results.len() {
+        1 => results.remove(0),
+        _ => Value::Array(results),
+    }))
+}
+
+/// A Pub/Sub push subscription's request.
+#[utoipa::path(post, path = "/pubsub/push", tag = "events",
+    responses((status = 200, description = "applied, duplicate or refused"), (status = 400, description = "not a push envelope"),
+              (status = 401, description = "no valid OIDC token"), (status = 422, description = "invalid command"),
+              (status = 503, description = "transient: Pub/Sub redelivers")))]
+pub async fn pubsub_push(State(services): State<Services>, RawBody(body): RawBody) -> Result<Response, ApiError> {
+    let message = events::parse_push(&body)?;
+    let envelope = envelope_of_message(&message)?;
+    Ok(acknowledged(apply(&services, &envelope).await?))
+}
+
+/// Cloud Scheduler target: publishes what waits in the outbox. Safe to run twice, and at any time.
+#[utoipa::path(post, path = "/jobs/relay-outbox", tag = "events", responses((status = 200, description = "`{\"published\": n}`")))]
+pub async fn relay_outbox(State(services): State<Services>) -> Result<Response, ApiError> {
+    let published = relay::relay(&services, 100).await?;
+    Ok(ok(StatusCode::OK, &json!({ "published": published })))
+}

@@ -1,0 +1,576 @@
+//! Publishing to Pub/Sub over its REST API (`POST /v1/projects/{project}/topics/{topic}:publish`).
+//!
+//! Why REST over `reqwest` and not the official `google-cloud-pubsub` crate: that crate speaks gRPC (tonic,
+//! prost, the generated Google API types, its own auth stack) and costs minutes of cold compile and most of a GB
+//! of `target/` for the one call made here; reqwest is already in the graph.
+//!
+//! Messages follow the CloudEvents Pub/Sub protocol binding in binary content mode: the event's `data` is the
+//! message data, each other CloudEvents attribute is a `ce-<name>` message attribute, `datacontenttype` is
+//! `content-type`. Ordering: Pub/Sub keeps the order of an ordering key's messages within and across publish
+//! requests as long as they are sent in order and nothing of that key is sent after one of them failed, so
+//! requests go out one after another (consecutive messages batched), and a failed key is not sent again in the
+//! same call.
+//!
+//! Auth: with an emulator (a plain `http://` endpoint) none; otherwise an access token from the metadata server
+//! (Cloud Run's service account), cached until shortly before it expires.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stockroom_runtime::services::{CommandBus, EventSink, SinkError};
+use stockroom_store::{OutboxEvent, QueuedCommand, StoreError};
+use tokio::sync::Mutex;
+
+/// Pub/Sub's global endpoint.
+pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
+/// Where outgoing CloudEvents go (the contract's "Events out").
+pub const EVENTS_TOPIC: &str = "inventory-events";
+/// Where commands go when the command bus is Pub/Sub.
+pub const COMMANDS_TOPIC: &str = "inventory-commands";
+/// The metadata server's access token for the instance's default service account.
+pub const METADATA_TOKEN_URL: &str =
+    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
+
+/// Pub/Sub allows 1000 messages and 10 MB a publish request.
+const BATCH_MAX_ALLOWED: usize = 1000;
+/// Request bytes at most (Pub/Sub's limit is 10 MB), leaving room for the JSON around the messages.
+const REQUEST_BYTES_MAX: usize = 9_000_000;
+/// A cached token is replaced this long before it expires.
+const TOKEN_REFRESH_EARLY: Duration = Duration::from_secs(300);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How much of an error answer goes into the reason.
+const ERROR_BODY_CHARS: usize = 400;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubSubConfig {
+    /// `https://pubsub.googleapis.com` (or a regional endpoint), or an emulator's `http://127.0.0.1:8085`.
+    pub endpoint: String,
+    pub project: String,
+    /// The events topic, normally [`EVENTS_TOPIC`].
+    pub topic: String,
+    /// Messages per publish request at most (Pub/Sub allows 1000).
+    pub batch_max: usize,
+    /// Per HTTP request, token fetches included.
+    pub timeout_ms: u64,
+    /// Retries of a transient failure (HTTP 408/409/429/499/5xx, timeouts, connection errors), with backoff.
+    pub retries_max: u32,
+}
+
+impl PubSubConfig {
+    /// Google's endpoint, the given project and topic, 100 messages a request, 10 s timeout, 5 retries.
+    pub fn new(project: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            endpoint: GOOGLE_ENDPOINT.to_owned(),
+            project: project.into(),
+            topic: topic.into(),
+            batch_max: 100,
+            timeout_ms: 10_000,
+            retries_max: 5,
+        }
+    }
+
+    /// As [`PubSubConfig::new`], but on the emulator named by `PUBSUB_EMULATOR_HOST` (`host:port`) when it is set.
+    pub fn from_env(project: impl Into<String>, topic: impl Into<String>) -> Self {
+        let mut config = Self::new(project, topic);
+        if let Ok(host) = std::env::var("PUBSUB_EMULATOR_HOST")
+            && !host.trim().is_empty()
+        {
+            config.endpoint = format!("http://{}", host.trim());
+        }
+        config
+    }
+}
+
+/// How requests are authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Nothing (an emulator).
+    None,
+    /// A bearer token from the metadata server at this URL, sent with `Metadata-Flavor: Google`.
+    Metadata { token_url: String },
+}
+
+/// Publishes outbox events (as [`EventSink`]) and commands (as [`CommandBus`]) to Pub/Sub.
+pub struct PubSubPublisher {
+    config: PubSubConfig,
+    http: reqwest::Client,
+    auth: Auth,
+    commands_topic: String,
+    token: Mutex<Option<CachedToken>>,
+}
+
+struct CachedToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+impl PubSubPublisher {
+    /// No auth when the endpoint is plain `http://` (an emulator: Google serves only HTTPS), else metadata-server
+    /// tokens. Commands go to [`COMMANDS_TOPIC`].
+    pub fn new(mut config: PubSubConfig, http: reqwest::Client) -> Self {
+        config.endpoint = config.endpoint.trim_end_matches('/').to_owned();
+        config.batch_max = config.batch_max.clamp(1, BATCH_MAX_ALLOWED);
+        let auth = if config.endpoint.starts_with("http://") {
+            Auth::None
+        } else {
+            Auth::Metadata { token_url: METADATA_TOKEN_URL.to_owned() }
+        };
+        Self { config, http, auth, commands_topic: COMMANDS_TOPIC.to_owned(), token: Mutex::new(None) }
+    }
+
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn with_commands_topic(mut self, topic: impl Into<String>) -> Self {
+        self.commands_topic = topic.into();
+        self
+    }
+
+    pub fn config(&self) -> &PubSubConfig {
+        &self.config
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms.max(1))
+    }
+
+    /// Publishes one request's messages, retrying transient failures with backoff. A request is all or nothing
+    /// on Pub/Sub's side, except after a timeout, when it may have gone through: then the retry publishes the
+    /// messages again (same `ce-id`; consumers dedupe on it).
+    async fn publish_request(&self, topic: &str, messages: &[&Message]) -> Result<(), Failure> {
+        let url = format!("{}/v1/projects/{}/topics/{}:publish", self.config.endpoint, self.config.project, topic);
+        let body = serde_json::to_vec(&PublishRequest { messages })
+            .map_err(|e| Failure::Rejected(format!("could not encode the publish request: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            match self.try_publish(&url, &body).await {
+                Ok(()) => return Ok(()),
+                Err((Failure::Transient(reason), retry_after)) if attempt < self.config.retries_max => {
+                    let wait = backoff(attempt, retry_after);
+                    tracing::debug!(topic, attempt, ?wait, reason, "pubsub publish failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err((Failure::Transient(reason), _)) => {
+                    return Err(Failure::Transient(format!("{reason} (gave up after {} attempts)", attempt + 1)));
+                }
+                Err((failure, _)) => return Err(failure),
+            }
+        }
+    }
+
+    /// One attempt; on failure also the server's `Retry-After`, if any.
+    async fn try_publish(&self, url: &str, body: &[u8]) -> Result<(), (Failure, Option<Duration>)> {
+        let token = self.bearer().await.map_err(|f| (f, None))?;
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .timeout(self.timeout());
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| (Failure::Transient(describe(url, &e)), None))?;
+        let status = response.status();
+        if status.is_success() {
+            // The answer ({"messageIds": [...]}) must arrive whole, or the request may not have gone through.
+            return response.bytes().await.map(|_| ()).map_err(|e| (Failure::Transient(describe(url, &e)), None));
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let reason = format!("POST {url}: HTTP {status}: {}", truncate(&text, ERROR_BODY_CHARS));
+        let failure = match status {
+            // The token was refused: fetch a fresh one on the retry.
+            StatusCode::UNAUTHORIZED if token.is_some() => {
+                *self.token.lock().await = None;
+                Failure::Transient(reason)
+            }
+            // Pub/Sub's retryable codes: DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, CANCELLED, INTERNAL,
+            // UNKNOWN, UNAVAILABLE.
+            s if s == StatusCode::REQUEST_TIMEOUT
+                || s == StatusCode::CONFLICT
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s.as_u16() == 499
+                || s.is_server_error() =>
+            {
+                Failure::Transient(reason)
+            }
+            // No such topic or project, no permission: no request to this topic can succeed.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Failure::Fatal(reason),
+            // INVALID_ARGUMENT and the like: something in these messages.
+            _ => Failure::Rejected(reason),
+        };
+        Err((failure, retry_after))
+    }
+
+    /// The bearer token to send, if any: cached, fetched from the metadata server when missing or about to expire.
+    async fn bearer(&self) -> Result<Option<String>, Failure> {
+        let Auth::Metadata { token_url } = &self.auth else {
+            return Ok(None);
+        };
+        // Held across the fetch: concurrent callers wait for one fetch instead of each making one.
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(Some(token.value.clone()));
+        }
+        let response = self
+            .http
+            .get(token_url)
+            .header("Metadata-Flavor", "Google")
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|e| Failure::Transient(format!("access token: {}", describe(token_url, &e))))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let reason = format!("access token: GET {token_url}: HTTP {status}: {}", truncate(&text, ERROR_BODY_CHARS));
+            return Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                Failure::Transient(reason)
+            } else {
+                Failure::Fatal(reason)
+            });
+        }
+        let token: MetadataToken = response
+            .json()
+            .await
+            .map_err(|e| Failure::Transient(format!("access token: {}", describe(token_url, &e))))?;
+        let lifetime = Duration::from_secs(token.expires_in);
+        let early = TOKEN_REFRESH_EARLY.min(lifetime / 2);
+        *cached = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime - early });
+        Ok(Some(token.access_token))
+    }
+}
+
+#[derive(Deserialize)]
+struct MetadataToken {
+    access_token: String,
+    expires_in: u64,
+}
+
+/// Why a publish request did not go through, after its retries.
+#[derive(Debug)]
+enum Failure {
+    /// Pub/Sub (or the network, or the token source) is unavailable: stop, try again later.
+    Transient(String),
+    /// Pub/Sub refused these messages (HTTP 400 and the like); other messages may go through.
+    Rejected(String),
+    /// No request can succeed (topic or project missing, permission denied): stop.
+    Fatal(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Transient(r) | Self::Rejected(r) | Self::Fatal(r) => r,
+        }
+    }
+}
+
+/// A Pub/Sub `PubsubMessage` as the REST API takes it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    /// base64
+    data: String,
+    attributes: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    ordering_key: String,
+}
+
+impl Message {
+    /// About what it adds to a request's JSON.
+    fn size(&self) -> usize {
+        self.data.len()
+            + self.ordering_key.len()
+            + self.attributes.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+            + 64
+    }
+}
+
+#[derive(Serialize)]
+struct PublishRequest<'a> {
+    messages: &'a [&'a Message],
+}
+
+/// An outbox event (a structured CloudEvent) as a message in the binary content mode of the Pub/Sub binding.
+fn event_message(e: &OutboxEvent) -> Result<Message, String> {
+    let Value::Object(event) = &e.event else {
+        return Err(format!("event {}: not a structured CloudEvent (a JSON object)", e.id));
+    };
+    let mut attributes = BTreeMap::new();
+    for (name, value) in event {
+        let key = match name.as_str() {
+            "data" | "data_base64" => continue,
+            "datacontenttype" => "content-type".to_owned(),
+            _ => format!("ce-{name}"),
+        };
+        let value = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Bool(_) | Value::Number(_) => value.to_string(),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(format!("event {}: attribute {name} is not a string, number or boolean", e.id));
+            }
+        };
+        attributes.insert(key, value);
+    }
+    for required in ["ce-specversion", "ce-id", "ce-source", "ce-type"] {
+        if !attributes.contains_key(required) {
+            return Err(format!("event {}: a CloudEvent needs {}", e.id, &required[3..]));
+        }
+    }
+    let content_type = attributes.entry("content-type".to_owned()).or_insert_with(|| "application/json".to_owned());
+    let data = match (event.get("data"), event.get("data_base64")) {
+        (_, Some(Value::String(b64))) => {
+            STANDARD.decode(b64).map_err(|err| format!("event {}: data_base64 is not base64: {err}", e.id))?
+        }
+        (Some(Value::String(text)), _) if !is_json(content_type) => text.clone().into_bytes(),
+        (Some(data), _) => serde_json::to_vec(data).map_err(|err| format!("event {}: {err}", e.id))?,
+        (None, _) => Vec::new(),
+    };
+    Ok(Message { data: STANDARD.encode(data), attributes, ordering_key: e.sku.clone() })
+}
+
+fn is_json(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    media == "application/json" || media.ends_with("+json") || media == "text/json"
+}
+
+/// A queued command as a CloudEvent message (binary mode), ordered by its ordering key.
+fn command_message(c: &QueuedCommand, time: &str) -> Message {
+    let attributes = BTreeMap::from([
+        ("ce-specversion".to_owned(), "1.0".to_owned()),
+        ("ce-id".to_owned(), c.id.clone()),
+        ("ce-source".to_owned(), c.source.clone()),
+        ("ce-type".to_owned(), c.ty.clone()),
+        ("ce-time".to_owned(), time.to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ]);
+    Message { data: STANDARD.encode(c.data.to_string()), attributes, ordering_key: c.ordering_key.clone() }
+}
+
+#[async_trait]
+impl EventSink for PubSubPublisher {
+    /// In order, consecutive events batched. When a request is refused (HTTP 400-like) its events are sent again
+    /// one by one, so that only the refused event's key stops; an event that cannot be made into a message stops
+    /// its key too. Either way the other keys go on, and the call ends in a `SinkError`. When Pub/Sub is
+    /// unavailable (after the retries), or the topic cannot be published to, the call stops there.
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<(), SinkError> {
+        let mut published = Vec::with_capacity(events.len());
+        let mut stopped: HashSet<&str> = HashSet::new();
+        let mut problems: Vec<String> = Vec::new();
+        let mut next = 0;
+        while next < events.len() {
+            let mut batch: Vec<(&OutboxEvent, Message)> = Vec::new();
+            let mut bytes = 0;
+            while next < events.len() && batch.len() < self.config.batch_max {
+                let e = &events[next];
+                if stopped.contains(e.sku.as_str()) {
+                    next += 1;
+                    continue;
+                }
+                match event_message(e) {
+                    Ok(message) => {
+                        let size = message.size();
+                        if !batch.is_empty() && bytes + size > REQUEST_BYTES_MAX {
+                            break;
+                        }
+                        bytes += size;
+                        batch.push((e, message));
+                    }
+                    Err(reason) => {
+                        tracing::warn!(event = %e.id, key = %e.sku, reason, "event cannot be published; its key waits");
+                        stopped.insert(&e.sku);
+                        problems.push(reason);
+                    }
+                }
+                next += 1;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let messages: Vec<&Message> = batch.iter().map(|(_, m)| m).collect();
+            match self.publish_request(&self.config.topic, &messages).await {
+                Ok(()) => published.extend(batch.iter().map(|(e, _)| e.id.clone())),
+                Err(Failure::Rejected(reason)) if batch.len() > 1 => {
+                    // Nothing of the request went out: find the refused event(s), one request each, in order.
+                    tracing::warn!(events = batch.len(), reason, "pubsub refused a batch; sending it one by one");
+                    for (e, message) in &batch {
+                        if stopped.contains(e.sku.as_str()) {
+                            continue;
+                        }
+                        match self.publish_request(&self.config.topic, &[message]).await {
+                            Ok(()) => published.push(e.id.clone()),
+                            Err(Failure::Rejected(reason)) => {
+                                tracing::warn!(event = %e.id, key = %e.sku, reason, "pubsub refused an event; its key waits");
+                                stopped.insert(&e.sku);
+                                problems.push(format!("event {}: {reason}", e.id));
+                            }
+                            Err(failure) => return Err(stop(published, problems, failure)),
+                        }
+                    }
+                }
+                Err(Failure::Rejected(reason)) => {
+                    let (e, _) = &batch[0];
+                    tracing::warn!(event = %e.id, key = %e.sku, reason, "pubsub refused an event; its key waits");
+                    stopped.insert(&e.sku);
+                    problems.push(format!("event {}: {reason}", e.id));
+                }
+                Err(failure) => return Err(stop(published, problems, failure)),
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(SinkError { published, reason: problems.join("; ") }) }
+    }
+}
+
+fn stop(published: Vec<String>, mut problems: Vec<String>, failure: Failure) -> SinkError {
+    problems.push(failure.reason().to_owned());
+    SinkError { published, reason: problems.join("; ") }
+}
+
+#[async_trait]
+impl CommandBus for PubSubPublisher {
+    /// All or error: on `Ok` every command is in Pub/Sub (durable there). On error some may be: the caller's retry
+    /// sends them again with the same `ce-source` + `ce-id`, which the receiving side dedupes on.
+    ///
+    /// Errors, in `StoreError` terms (the trait's error type; the store crate has no Pub/Sub variant):
+    /// Pub/Sub unavailable → `Transient` (an `io::Error` inside, as for a lost database connection: callers
+    /// answer 503 and are retried); topic missing or permission denied → `Config`; messages refused →
+    /// `Internal` (`InvalidArgument` inside).
+    async fn publish(&self, commands: Vec<QueuedCommand>) -> Result<(), StoreError> {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let messages: Vec<Message> = commands.iter().map(|c| command_message(c, &time)).collect();
+        let mut start = 0;
+        while start < messages.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < messages.len() && end - start < self.config.batch_max {
+                let size = messages[end].size();
+                if end > start && bytes + size > REQUEST_BYTES_MAX {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let batch: Vec<&Message> = messages[start..end].iter().collect();
+            self.publish_request(&self.commands_topic, &batch).await.map_err(|failure| match failure {
+                Failure::Transient(reason) => {
+                    StoreError::Transient(sqlx::Error::Io(io::Error::other(format!("pubsub: {reason}"))))
+                }
+                Failure::Fatal(reason) => StoreError::Config(format!("pubsub: {reason}")),
+                Failure::Rejected(reason) => {
+                    StoreError::Internal(sqlx::Error::InvalidArgument(format!("pubsub: {reason}")))
+                }
+            })?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// Exponential from [`BACKOFF_FIRST`], at most [`BACKOFF_MAX`], with up to 25 % jitter; the server's
+/// `Retry-After` when longer (capped too).
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = BACKOFF_FIRST.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
+    let jitter = exp.mul_f64(f64::from(nanos % 1000) / 4000.0);
+    (exp + jitter).max(retry_after.unwrap_or_default().min(BACKOFF_MAX))
+}
+
+fn describe(url: &str, e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    // reqwest's Display stops at the outermost error; the cause (refused, reset, ...) is in the sources.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    format!("{url}: {what}: {detail}")
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn outbox(id: &str, sku: &str, event: Value) -> OutboxEvent {
+        OutboxEvent { id: id.to_owned(), sku: sku.to_owned(), event }
+    }
+
+    #[test]
+    fn a_structured_event_becomes_a_binary_mode_message() {
+        let event = json!({
+            "specversion": "1.0", "id": "m1", "source": "//stockroom/reservations",
+            "type": "dev.stockroom.reservation.held.v1", "subject": "SKU-1", "time": "2026-01-01T00:00:00.000000Z",
+            "datacontenttype": "application/json", "traceparent": "00-abc-def-01", "data": {"a": 1},
+        });
+        let m = event_message(&outbox("m1", "SKU-1", event)).unwrap();
+        assert_eq!(m.ordering_key, "SKU-1");
+        assert_eq!(STANDARD.decode(&m.data).unwrap(), br#"{"a":1}"#);
+        let names: Vec<&str> = m.attributes.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "ce-id",
+                "ce-source",
+                "ce-specversion",
+                "ce-subject",
+                "ce-time",
+                "ce-traceparent",
+                "ce-type",
+                "content-type"
+            ]
+        );
+        assert_eq!(m.attributes["content-type"], "application/json");
+    }
+
+    #[test]
+    fn an_event_without_its_required_attributes_is_refused() {
+        let err = event_message(&outbox("m1", "k", json!({"specversion": "1.0", "id": "m1", "source": "s"})));
+        assert!(err.unwrap_err().contains("type"));
+        assert!(event_message(&outbox("m1", "k", json!("text"))).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0, None) >= BACKOFF_FIRST && backoff(0, None) < BACKOFF_FIRST * 2);
+        assert!(backoff(3, None) >= BACKOFF_FIRST * 8);
+        assert!(backoff(30, None) <= BACKOFF_MAX + BACKOFF_MAX / 4);
+        assert_eq!(backoff(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+    }
+}
