@@ -227,13 +227,22 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: TestDb) -> Self {
+        Self::spawn_configured(db, |_| {}).await
+    }
+
+    /// With settings changed by `configure` (relay interval, OIDC audience, …).
+    pub async fn spawn_configured(db: TestDb, configure: impl FnOnce(&mut stockroom_runtime::Settings)) -> Self {
         // The suite's JSON logs go to stdout, which the test harness does not capture: opt in to see them.
         if std::env::var_os("STOCKROOM_TEST_LOG").is_some() {
             stockroom_runtime::logging::init(None);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let mut settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        // Background work reacts fast in tests; a test that wants it off sets 0.
+        settings.relay_interval_ms = 20;
+        settings.commands_interval_ms = 20;
+        configure(&mut settings);
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -436,4 +445,117 @@ pub async fn replayed_levels(api: &Api) -> std::collections::BTreeMap<(String, S
         e.2 += m["committed_delta"].as_i64().unwrap_or(0);
     }
     levels
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A subscription to `GET /v1/events/stream`.
+pub struct Sse {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Api {
+    /// Subscribes to the live feed; returns once the server has answered, so events from then on are seen.
+    pub async fn subscribe(&self, query: &str) -> Sse {
+        let resp = self.http.get(format!("{}/v1/events/stream{query}", self.base)).send().await.expect("subscribe");
+        assert_eq!(resp.status().as_u16(), 200);
+        Sse { stream: Box::pin(resp.bytes_stream()), buffer: String::new() }
+    }
+}
+
+impl Sse {
+    /// The next event, or `None` after `timeout` without one.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent { id: String::new(), event: String::new(), data: Value::Null };
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                event.data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(event);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Every event that arrives until `quiet` passes without one.
+    pub async fn until_quiet(&mut self, quiet: Duration) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next(quiet).await {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// `X-Shopify-Hmac-Sha256` for `body` under `secret`.
+pub fn shopify_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+impl Api {
+    /// Sends a Shopify webhook, signed with `secret` (or unsigned with `None`).
+    pub async fn shopify(&self, topic: &str, webhook_id: &str, body: &Value, secret: Option<&str>) -> Reply {
+        let raw = body.to_string().into_bytes();
+        let signature = secret.map(|s| shopify_signature(s, &raw));
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("X-Shopify-Topic", topic),
+            ("X-Shopify-Webhook-Id", webhook_id),
+            ("X-Shopify-Shop-Domain", "test.myshopify.com"),
+        ];
+        if let Some(sig) = signature.as_deref() {
+            headers.push(("X-Shopify-Hmac-Sha256", sig));
+        }
+        self.send("POST", "/webhooks/shopify", &headers, Some(raw)).await
+    }
+
+    /// Sends a Stockroom command as a binary-mode CloudEvent to `/events`.
+    pub async fn command_event(&self, ty: &str, source: &str, id: &str, data: &Value) -> Reply {
+        let headers = [
+            ("content-type", "application/json"),
+            ("ce-specversion", "1.0"),
+            ("ce-type", ty),
+            ("ce-source", source),
+            ("ce-id", id),
+        ];
+        self.send("POST", "/events", &headers, Some(data.to_string().into_bytes())).await
+    }
+}
+
+/// Rows of a table in a test database, counted directly (for queues the API does not show).
+pub async fn count_rows(url: &str, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut conn).await.expect("count");
+    row.try_get::<i64, _>(0).expect("a count")
 }

@@ -27,5 +27,6 @@ mod contract_locations_stock;
 mod contract_operations;
 mod contract_reservations;
 mod crash;
+mod events_chain;
 mod lifecycle;
 mod outbox;
