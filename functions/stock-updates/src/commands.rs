@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use stockroom_domain::{Change, ChangeOp, CommitLine, HoldLine, HoldRequest, Ttl};
+use stockroom_domain::{Change, CommitLine, HoldLine, HoldRequest, Ttl};
 use stockroom_events::command as cmd;
 use stockroom_runtime::{ApiError, fields};
 use stockroom_store::{Answer, Command, Delivery, Idempotency, Store};
@@ -71,20 +71,18 @@ fn hold_request(h: &cmd::Hold) -> Result<HoldRequest, ApiError> {
     Ok(HoldRequest { lines, ttl, reference })
 }
 
+/// The same checks as `POST /v1/adjustments`: the command's change goes through the API's own conversion.
 fn change(c: &cmd::Change) -> Result<Change, ApiError> {
-    let op = match (c.delta, c.set) {
-        (Some(d), None) => ChangeOp::Delta(fields::delta(&d.into())?),
-        (None, Some(s)) => ChangeOp::Set(fields::level(&s.into(), "set")?),
-        _ => return Err(ApiError::invalid("invalid_change", "each change needs exactly one of delta and set")),
+    let body = crate::ChangeBody {
+        sku: c.sku.clone(),
+        location: c.location.clone(),
+        delta: c.delta.map(Into::into),
+        set: c.set.map(Into::into),
+        reason: c.reason.clone(),
+        reference: c.reference.clone(),
+        expected_on_hand: c.expected_on_hand.map(Into::into),
     };
-    Ok(Change {
-        sku: fields::sku(&c.sku)?,
-        location: fields::location(&c.location)?,
-        op,
-        reason: fields::text(&c.reason, "reason", fields::TEXT_BYTES_MAX)?,
-        reference: c.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?,
-        expected_on_hand: c.expected_on_hand.map(|e| fields::level(&e.into(), "expected_on_hand")).transpose()?,
-    })
+    Change::try_from(&body)
 }
 
 /// The domain command and its idempotency key. A hold's key is its reservation id (however often, and by
