@@ -255,7 +255,8 @@ impl PubSubPublisher {
             .map_err(|e| Failure::Transient(format!("access token: {}", describe(token_url, &e))))?;
         let lifetime = Duration::from_secs(token.expires_in);
         let early = TOKEN_REFRESH_EARLY.min(lifetime / 2);
-        *cached = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime - early });
+        *cached =
+            Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime - early });
         Ok(Some(token.access_token))
     }
 }

@@ -64,6 +64,14 @@ pub struct Settings {
     /// How often the local command queue is drained; 0 leaves it to another process.
     #[arg(long, env = "STOCKROOM_COMMANDS_INTERVAL_MS", default_value_t = 100)]
     pub commands_interval_ms: u64,
+    /// Publish events and commands to Pub/Sub in this project (binaries built with the `pubsub` feature);
+    /// unset keeps both in-process. `PUBSUB_EMULATOR_HOST` points it at an emulator.
+    #[arg(long, env = "STOCKROOM_PUBSUB_PROJECT")]
+    pub pubsub_project: Option<String>,
+    #[arg(long, env = "STOCKROOM_PUBSUB_EVENTS_TOPIC", default_value = "inventory-events")]
+    pub pubsub_events_topic: String,
+    #[arg(long, env = "STOCKROOM_PUBSUB_COMMANDS_TOPIC", default_value = "inventory-commands")]
+    pub pubsub_commands_topic: String,
 }
 
 impl Settings {
@@ -100,6 +108,9 @@ impl Settings {
             oidc_jwks_url: crate::oidc::GOOGLE_JWKS_URL.to_owned(),
             relay_interval_ms: 200,
             commands_interval_ms: 100,
+            pubsub_project: None,
+            pubsub_events_topic: "inventory-events".into(),
+            pubsub_commands_topic: "inventory-commands".into(),
         }
     }
 
