@@ -63,7 +63,10 @@ pub async fn serve(
 
 /// In the cloud, events and commands go to Pub/Sub instead of the in-process bus and queue.
 #[cfg(feature = "pubsub")]
-fn with_pubsub(mut services: Services, settings: &Settings) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
+fn with_pubsub(
+    mut services: Services,
+    settings: &Settings,
+) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
     use stockroom_gcp::{PubSubConfig, PubSubPublisher};
     if let Some(project) = settings.pubsub_project.as_deref().filter(|p| !p.is_empty()) {
         let config = PubSubConfig::from_env(project, settings.pubsub_events_topic.clone());
@@ -81,7 +84,9 @@ fn with_pubsub(mut services: Services, settings: &Settings) -> Result<Services, 
 #[cfg(not(feature = "pubsub"))]
 fn with_pubsub(services: Services, settings: &Settings) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
     match settings.pubsub_project.as_deref() {
-        Some(p) if !p.is_empty() => Err("STOCKROOM_PUBSUB_PROJECT is set but this binary was built without the pubsub feature".into()),
+        Some(p) if !p.is_empty() => {
+            Err("STOCKROOM_PUBSUB_PROJECT is set but this binary was built without the pubsub feature".into())
+        }
         _ => Ok(services),
     }
 }
