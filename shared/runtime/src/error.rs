@@ -70,6 +70,12 @@ impl IntoResponse for ApiError {
                 let body = error_body("timeout", "the request took too long; retry", json!({}));
                 with_retry_after(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
             }
+            // Not a fault: the command came before what it depends on. Say so, so that the sender knows why.
+            Self::Store(StoreError::NotYet(why)) => {
+                tracing::info!(reason = %why, "command deferred: not yet applicable");
+                let body = error_body("not_yet", &format!("{why}; deliver it again later"), json!({}));
+                with_retry_after(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
+            }
             Self::Store(e) if e.is_transient() => {
                 tracing::warn!(error = ?e, "store unavailable");
                 let body = error_body("unavailable", "the ledger is unavailable right now; retry", json!({}));
