@@ -24,6 +24,9 @@ struct Args {
     secret: String,
     #[arg(long, default_value = "")]
     label: String,
+    /// Pause of each client between webhooks: 0 floods (throughput), a few ms paces (latency without a queue).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 #[tokio::main]
@@ -49,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (api, sent, next, sku, secret, run) =
                 (api.clone(), sent.clone(), next.clone(), sku.clone(), args.secret.clone(), run.clone());
             let orders = args.orders;
+            let pause = Duration::from_millis(args.pause_ms);
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -60,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     sent.lock().await.insert(format!("reservation:shopify-order-{id}"), Instant::now());
                     let r = api.shopify("orders/create", &format!("bench-{run}-{n}"), &body, Some(&secret)).await;
                     assert_eq!(r.status, 200, "{r:?}");
+                    tokio::time::sleep(pause).await;
                 }
             })
         })
@@ -81,10 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN);
     println!(
-        "{:<10} orders={} clients={} delivered={} p50={:.1}ms p99={:.1}ms committed-events/s={:.0}",
+        "{:<10} orders={} clients={} pause={}ms delivered={} p50={:.1}ms p99={:.1}ms committed-events/s={:.0}",
         args.label,
         args.orders,
         args.clients,
+        args.pause_ms,
         latencies.len(),
         ms(pct(0.50)),
         ms(pct(0.99)),
