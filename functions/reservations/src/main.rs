@@ -12,5 +12,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
-    stockroom_runtime::serve_function("reservations", cli.settings, stockroom_reservations::router, None).await
+    stockroom_runtime::serve_function(
+        "reservations",
+        cli.settings,
+        stockroom_reservations::router,
+        None,
+        stockroom_gcp::with_pubsub,
+    )
+    .await
 }

@@ -13,5 +13,12 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
     let handler = Some(stockroom_stock_updates::queued_handler());
-    stockroom_runtime::serve_function("stock-updates", cli.settings, stockroom_stock_updates::router, handler).await
+    stockroom_runtime::serve_function(
+        "stock-updates",
+        cli.settings,
+        stockroom_stock_updates::router,
+        handler,
+        stockroom_gcp::with_pubsub,
+    )
+    .await
 }

@@ -50,7 +50,7 @@ pub async fn serve(
     webhooks: WebhookSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let services = with_pubsub(settings.services().await?, &settings)?;
+    let services = stockroom_gcp::with_pubsub(settings.services().await?, &settings)?;
     // The chain, in-process as in the cloud: webhooks queue commands, stock-updates' handler applies them,
     // the ledger's outbox is relayed to the live feed.
     settings.start_background(&services, Some(stockroom_stock_updates::queued_handler()));
@@ -59,36 +59,6 @@ pub async fn serve(
     run(listener, app, shutdown, Duration::from_secs(settings.drain_seconds)).await?;
     tracing::info!("stockroom stopped");
     Ok(())
-}
-
-/// In the cloud, events and commands go to Pub/Sub instead of the in-process bus and queue.
-#[cfg(feature = "pubsub")]
-fn with_pubsub(
-    mut services: Services,
-    settings: &Settings,
-) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
-    use stockroom_gcp::{PubSubConfig, PubSubPublisher};
-    if let Some(project) = settings.pubsub_project.as_deref().filter(|p| !p.is_empty()) {
-        let config = PubSubConfig::from_env(project, settings.pubsub_events_topic.clone());
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let publisher = std::sync::Arc::new(
-            PubSubPublisher::new(config, http).with_commands_topic(settings.pubsub_commands_topic.clone()),
-        );
-        services.events = publisher.clone();
-        services.commands = publisher;
-        tracing::info!(project, "events and commands go to Pub/Sub");
-    }
-    Ok(services)
-}
-
-#[cfg(not(feature = "pubsub"))]
-fn with_pubsub(services: Services, settings: &Settings) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
-    match settings.pubsub_project.as_deref() {
-        Some(p) if !p.is_empty() => {
-            Err("STOCKROOM_PUBSUB_PROJECT is set but this binary was built without the pubsub feature".into())
-        }
-        _ => Ok(services),
-    }
 }
 
 /// The database URL without its password, for logs.

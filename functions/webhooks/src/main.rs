@@ -15,6 +15,12 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
     let webhooks = cli.webhooks;
-    stockroom_runtime::serve_function("webhooks", cli.settings, move |s| stockroom_webhooks::router(s, &webhooks), None)
-        .await
+    stockroom_runtime::serve_function(
+        "webhooks",
+        cli.settings,
+        move |s| stockroom_webhooks::router(s, &webhooks),
+        None,
+        stockroom_gcp::with_pubsub,
+    )
+    .await
 }

@@ -161,6 +161,9 @@ impl Settings {
     }
 }
 
+/// Swaps the cloud's buses into the services where configured (`stockroom_gcp::with_pubsub`).
+pub type Wire = fn(Services, &Settings) -> Result<Services, Box<dyn std::error::Error + Send + Sync>>;
+
 /// A whole function's `main`: settings, logs, one store for the process, the router with its edges and the
 /// health routes, served on `PORT` until SIGTERM.
 pub async fn serve_function(
@@ -168,9 +171,11 @@ pub async fn serve_function(
     settings: Settings,
     router: impl FnOnce(Services) -> Router,
     handler: Option<crate::worker::Handler>,
+    wire: Wire,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     crate::logging::init(settings.project.clone());
-    let services = settings.services().await?;
+    // `wire` swaps in the cloud's buses (Pub/Sub) where configured; see stockroom_gcp::with_pubsub.
+    let services = wire(settings.services().await?, &settings)?;
     settings.start_background(&services, handler);
     let app =
         with_edges(router(services.clone()).merge(crate::health::router(services.store.clone())), &settings.limits());
