@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use stockroom_domain::{Change, CommitLine, HoldLine, HoldRequest, Ttl};
+use stockroom_domain::{Change, CommitLine, HoldRequest};
 use stockroom_events::command as cmd;
 use stockroom_runtime::{ApiError, fields};
 use stockroom_store::{Answer, Command, Delivery, Idempotency, Store};
@@ -48,27 +48,23 @@ fn quantity(n: i64) -> Result<stockroom_domain::Quantity, ApiError> {
     fields::quantity(&n.into(), "quantity")
 }
 
+/// The same checks as `POST /v1/reservations`: the command's hold goes through the API's own conversion.
 fn hold_request(h: &cmd::Hold) -> Result<HoldRequest, ApiError> {
-    if h.lines.is_empty() || h.lines.len() > crate::LINES_MAX {
-        return Err(ApiError::invalid("invalid_lines", format!("send 1 to {} lines", crate::LINES_MAX)));
-    }
-    let lines = h
-        .lines
-        .iter()
-        .map(|l| {
-            Ok(HoldLine {
-                sku: fields::sku(&l.sku)?,
-                quantity: quantity(l.quantity)?,
-                location: l.location.as_deref().map(fields::location).transpose()?,
+    let body = stockroom_reservations::ReservationBody {
+        reservation_id: Some(h.reservation_id.clone()),
+        lines: h
+            .lines
+            .iter()
+            .map(|l| stockroom_reservations::LineBody {
+                sku: l.sku.clone(),
+                quantity: l.quantity.into(),
+                location: l.location.clone(),
             })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let ttl = match h.ttl_seconds {
-        None => Ttl::default(),
-        Some(s) => Ttl::seconds(s).map_err(|m| ApiError::invalid("invalid_ttl", m))?,
+            .collect(),
+        ttl_seconds: h.ttl_seconds.map(Into::into),
+        reference: h.reference.clone(),
     };
-    let reference = h.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?;
-    Ok(HoldRequest { lines, ttl, reference })
+    HoldRequest::try_from(&body)
 }
 
 /// The same checks as `POST /v1/adjustments`: the command's change goes through the API's own conversion.

@@ -29,9 +29,6 @@ pub const PRIORITY_MAX: i64 = 1_000_000;
 pub mod commands;
 mod inbound;
 
-/// Lines in one hold or sell command at most (as `POST /v1/reservations`).
-pub const LINES_MAX: usize = 100;
-
 /// Applies commands from the local queue with the same code as `/events` and `/pubsub/push`.
 pub fn queued_handler() -> stockroom_runtime::worker::Handler {
     Arc::new(|services: Services, c: stockroom_store::QueuedCommand| {

@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use stockroom_store::StoreError;
+use stockroom_store::{StoreError, error_body};
 
 /// Everything a handler can fail with. Client mistakes carry their code and message; store failures are
 /// classified once, here: transient ones are 503 (the sender retries), the rest 500, and neither says anything
@@ -50,14 +50,6 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-fn error_body(code: &str, message: &str, details: Value) -> Value {
-    let mut body = json!({ "error": code, "message": message });
-    if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), details) {
-        map.extend(extra);
-    }
-    body
 }
 
 impl IntoResponse for ApiError {

@@ -18,14 +18,13 @@ pub struct Answer {
     pub replayed: bool,
 }
 
-/// The error body: `{"error": code, "message": ..., ...details}`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    pub message: String,
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub details: serde_json::Map<String, Value>,
+/// The one shape of every error body: `{"error": code, "message": ..., ...details}`.
+pub fn error_body(code: &str, message: &str, details: Value) -> Value {
+    let mut body = json!({ "error": code, "message": message });
+    if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), details) {
+        map.extend(extra);
+    }
+    body
 }
 
 impl Answer {
@@ -34,11 +33,7 @@ impl Answer {
     }
 
     pub fn error(status: u16, code: &str, message: impl Into<String>, details: Value) -> Self {
-        let mut body = json!({ "error": code, "message": message.into() });
-        if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), details) {
-            map.extend(extra);
-        }
-        Self::new(status, body)
+        Self::new(status, error_body(code, &message.into(), details))
     }
 
     pub fn refusal(r: &Refusal) -> Self {

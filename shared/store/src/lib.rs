@@ -16,7 +16,7 @@ mod runner;
 mod schema;
 pub mod sql;
 
-pub use answer::{Answer, ErrorBody};
+pub use answer::{Answer, error_body};
 pub use error::StoreError;
 pub use event::event_type;
 pub use model::{
