@@ -4,6 +4,7 @@
 //! this crate with `now` and an id source, and persists what comes back. That keeps every rule testable with
 //! plain values and lets property tests drive long sequences of operations in microseconds.
 
+pub mod analytics;
 pub mod ledger;
 pub mod levels;
 pub mod movement;
