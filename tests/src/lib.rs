@@ -264,6 +264,32 @@ impl TestApp {
         app
     }
 
+    /// The aggregator function alone (as Cloud Run runs it: `inventory-events` in on `/events` and
+    /// `/pubsub/push`, analytics out), with no background relay so that its outbox can be inspected.
+    pub async fn spawn_aggregator(db: TestDb) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let services = settings.services().await.expect("services");
+        let app = stockroom_runtime::with_edges(
+            stockroom_aggregator::router(stockroom_aggregator::Aggregator::new(services.clone()))
+                .merge(stockroom_runtime::health::router(services.store.clone())),
+            &settings.limits(),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = stockroom_runtime::run(listener, app, shutdown, Duration::from_secs(1)).await {
+                panic!("aggregator: {e}");
+            }
+        });
+        let app = Self { api: Api::new(addr), db, stop: Some(stop), task: Some(task) };
+        app.wait_ready().await;
+        app
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..200 {
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
@@ -558,4 +584,50 @@ pub async fn count_rows(url: &str, sql: &str) -> i64 {
     let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut conn).await.expect("count");
     row.try_get::<i64, _>(0).expect("a count")
+}
+
+/// A movement as the outbox publishes it, for tests and benchmarks that feed the aggregator directly.
+pub struct MovementSpec<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub sku: &'a str,
+    pub location: &'a str,
+    /// `adjustment`, `hold`, `commit`, `fulfil`, `release` or `expire`.
+    pub kind: &'a str,
+    /// (on_hand, reserved, committed) deltas.
+    pub deltas: (i64, i64, i64),
+    /// (on_hand, reserved, committed) after it; safety stock 0.
+    pub after: (i64, i64, i64),
+    pub cause: &'a str,
+}
+
+impl MovementSpec<'_> {
+    /// The structured CloudEvent the outbox would hold for it (the shape of `events/examples/*`).
+    pub fn event(&self) -> Value {
+        let ty = match self.kind {
+            "adjustment" => "dev.stockroom.stock.changed.v1",
+            "hold" => "dev.stockroom.reservation.held.v1",
+            "commit" => "dev.stockroom.reservation.committed.v1",
+            "fulfil" => "dev.stockroom.reservation.fulfilled.v1",
+            "release" => "dev.stockroom.reservation.released.v1",
+            _ => "dev.stockroom.reservation.expired.v1",
+        };
+        let at = self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let (d, a) = (self.deltas, self.after);
+        json!({
+            "specversion": "1.0", "id": self.id, "source": self.source, "type": ty, "subject": self.sku,
+            "time": at, "datacontenttype": "application/json",
+            "data": {
+                "movement": {
+                    "id": self.id, "at": at, "sku": self.sku, "location": self.location, "kind": self.kind,
+                    "deltas": { "on_hand": d.0, "reserved": d.1, "committed": d.2 },
+                    "reason": self.kind, "reference": null, "cause": self.cause,
+                },
+                "levels": {
+                    "on_hand": a.0, "reserved": a.1, "committed": a.2, "safety_stock": 0, "available": a.0 - a.1 - a.2,
+                },
+            },
+        })
+    }
 }

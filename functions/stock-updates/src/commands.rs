@@ -8,14 +8,7 @@ use stockroom_events::command as cmd;
 use stockroom_runtime::{ApiError, fields};
 use stockroom_store::{Answer, Command, Delivery, Idempotency, Store};
 
-/// A command however it came: its CloudEvent type, source and id, and its data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
-    pub ty: String,
-    pub source: String,
-    pub id: String,
-    pub data: Value,
-}
+pub use stockroom_runtime::events::Envelope;
 
 /// What became of a command. All three are acknowledged (2xx): a refusal is final, and retrying a duplicate
 /// changes nothing.

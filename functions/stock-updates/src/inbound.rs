@@ -1,54 +1,22 @@
 //! Events in: CloudEvents on `/events` (Stockroom commands, Eventarc's Pub/Sub `messagePublished` and Cloud
 //! Storage `object.finalized`), Pub/Sub pushes on `/pubsub/push`, and the outbox relay job.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
-use stockroom_runtime::events::{self, IncomingEvent, PushMessage};
+use stockroom_runtime::events::{self, IncomingEvent};
 use stockroom_runtime::{ApiError, RawBody, Services, ok, relay};
 use stockroom_store::CountsFile;
 
-use crate::commands::{self, Envelope};
+use crate::commands;
+use stockroom_runtime::events::{Envelope, envelope_of_message};
 
 const MESSAGE_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
 const OBJECT_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
 
 fn acknowledged(body: Value) -> Response {
     ok(StatusCode::OK, &body)
-}
-
-/// A command carried by a Pub/Sub message: the CloudEvents Pub/Sub binding (`ce-*` attributes, data = the
-/// command), or a structured CloudEvent as the message data. Its identity is the CloudEvent's source and id
-/// when it has them (the same command reaching us by several paths is one command), else the message id.
-fn envelope_of_message(m: &PushMessage) -> Result<Envelope, ApiError> {
-    let data_json = |bytes: &Bytes| -> Result<Value, ApiError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::invalid("invalid_command", format!("message data is not JSON: {e}")))
-    };
-    let source_of_message = || format!("//pubsub/{}", m.subscription.as_deref().unwrap_or("push"));
-    if let Some(ty) = m.attributes.get("ce-type") {
-        return Ok(Envelope {
-            ty: ty.clone(),
-            source: m.attributes.get("ce-source").cloned().unwrap_or_else(source_of_message),
-            id: m.attributes.get("ce-id").cloned().unwrap_or_else(|| m.message_id.clone()),
-            data: data_json(&m.data)?,
-        });
-    }
-    let structured = data_json(&m.data)?;
-    match (structured["type"].as_str(), structured.get("data")) {
-        (Some(ty), Some(data)) => Ok(Envelope {
-            ty: ty.to_owned(),
-            source: structured["source"].as_str().map(str::to_owned).unwrap_or_else(source_of_message),
-            id: structured["id"].as_str().map(str::to_owned).unwrap_or_else(|| m.message_id.clone()),
-            data: data.clone(),
-        }),
-        _ => Err(ApiError::invalid(
-            "invalid_command",
-            "the message carries no CloudEvent: no ce-type attribute nor a structured event",
-        )),
-    }
 }
 
 async fn apply(services: &Services, env: &Envelope) -> Result<Value, ApiError> {

@@ -1,7 +1,8 @@
-//! The command line: `stockroom serve`. Lives in the library so that the end-to-end tests can run the very same
-//! entry point as a child process (and kill it).
+//! The command line: `stockroom serve` and `stockroom demo`. Lives in the library so that the end-to-end tests can
+//! run the very same entry point as a child process (and kill it).
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use stockroom_runtime::{Settings, logging, shutdown_signal};
 
 #[derive(Parser)]
@@ -20,14 +21,37 @@ enum Commands {
         #[command(flatten)]
         webhooks: stockroom_webhooks::WebhookSettings,
     },
+    /// `serve` plus a seeded shop placing, paying, shipping, returning and abandoning orders over the HTTP API, so
+    /// the dashboard at `/` moves at once. Without a database named, it uses `sqlite://stockroom-demo.db`.
+    Demo {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        webhooks: stockroom_webhooks::WebhookSettings,
+        #[command(flatten)]
+        demo: crate::demo::DemoSettings,
+    },
 }
 
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    match Cli::parse().command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
         Commands::Serve { settings, webhooks } => {
             logging::init(settings.project.clone());
             let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
             crate::serve(listener, settings, webhooks, shutdown_signal()).await
+        }
+        Commands::Demo { mut settings, webhooks, demo } => {
+            // Neither `--database-url` nor STOCKROOM_DATABASE_URL given: clap says the URL is its default, and the
+            // demo takes its own file instead of `stockroom.db`.
+            let named = matches.subcommand_matches("demo").and_then(|m| m.value_source("database_url"));
+            if named == Some(ValueSource::DefaultValue) {
+                settings.database_url = crate::demo::DATABASE_URL_DEFAULT.to_owned();
+            }
+            logging::init(settings.project.clone());
+            let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
+            crate::demo::run(listener, settings, webhooks, demo, shutdown_signal()).await
         }
     }
 }

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
 pub mod cli;
+pub mod dashboard;
+pub mod demo;
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -26,6 +28,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(stockroom_stock_updates::ApiDoc::openapi());
     doc.merge(stockroom_reservations::ApiDoc::openapi());
     doc.merge(stockroom_webhooks::ApiDoc::openapi());
+    doc.merge(stockroom_aggregator::ApiDoc::openapi());
     doc
 }
 
@@ -36,8 +39,10 @@ pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) 
         .merge(stockroom_stock_updates::router(services.clone()))
         .merge(stockroom_reservations::router(services.clone()))
         .merge(stockroom_webhooks::router(services.clone(), webhooks))
+        .merge(stockroom_aggregator::api_router(services.clone()))
         .merge(stockroom_runtime::stream::router(services.clone()))
         .merge(stockroom_runtime::health::router(services.store))
+        .merge(dashboard::router())
         .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
     with_edges(routes, &settings.limits())
 }
@@ -50,9 +55,10 @@ pub async fn serve(
     webhooks: WebhookSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let services = stockroom_gcp::with_pubsub(settings.services().await?, &settings)?;
+    let services = stockroom_aggregator::wire(settings.services().await?, &settings)?;
     // The chain, in-process as in the cloud: webhooks queue commands, stock-updates' handler applies them,
-    // the ledger's outbox is relayed to the live feed.
+    // the ledger's outbox is relayed through the aggregator (analytics) to the live feed.
+    let services = stockroom_aggregator::aggregate_locally(services);
     settings.start_background(&services, Some(stockroom_stock_updates::queued_handler()));
     let app = app(services, &settings, &webhooks);
     tracing::info!(address = %listener.local_addr()?, database = %redact(&settings.database_url), "stockroom serving");
@@ -99,6 +105,9 @@ mod tests {
             "/v1/reservations/{id}/release",
             "/v1/movements",
             "/v1/skus/{sku}/policy",
+            "/v1/analytics/stock-health",
+            "/v1/analytics/skus/{sku}/sales",
+            "/v1/analytics/top-sellers",
         ] {
             assert!(paths.iter().any(|k| k == p), "{p} missing from {paths:?}");
         }

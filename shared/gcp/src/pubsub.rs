@@ -12,21 +12,22 @@
 //! same call.
 //!
 //! Auth: with an emulator (a plain `http://` endpoint) none; otherwise an access token from the metadata server
-//! (Cloud Run's service account), cached until shortly before it expires.
+//! (Cloud Run's service account), cached until shortly before it expires (`google::MetadataToken`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde_json::Value;
 use stockroom_runtime::services::{CommandBus, EventSink, SinkError};
 use stockroom_store::{OutboxEvent, QueuedCommand, StoreError};
-use tokio::sync::Mutex;
+
+use crate::google::{Api, Auth, Refusal, backoff, describe, emulator_endpoint};
 
 /// Pub/Sub's global endpoint.
 pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
@@ -34,20 +35,11 @@ pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
 pub const EVENTS_TOPIC: &str = "inventory-events";
 /// Where commands go when the command bus is Pub/Sub.
 pub const COMMANDS_TOPIC: &str = "inventory-commands";
-/// The metadata server's access token for the instance's default service account.
-pub const METADATA_TOKEN_URL: &str =
-    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
 
 /// Pub/Sub allows 1000 messages and 10 MB a publish request.
 const BATCH_MAX_ALLOWED: usize = 1000;
 /// Request bytes at most (Pub/Sub's limit is 10 MB), leaving room for the JSON around the messages.
 const REQUEST_BYTES_MAX: usize = 9_000_000;
-/// A cached token is replaced this long before it expires.
-const TOKEN_REFRESH_EARLY: Duration = Duration::from_secs(300);
-const BACKOFF_FIRST: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// How much of an error answer goes into the reason.
-const ERROR_BODY_CHARS: usize = 400;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubSubConfig {
@@ -79,56 +71,31 @@ impl PubSubConfig {
 
     /// As [`PubSubConfig::new`], but on the emulator named by `PUBSUB_EMULATOR_HOST` (`host:port`) when it is set.
     pub fn from_env(project: impl Into<String>, topic: impl Into<String>) -> Self {
-        let mut config = Self::new(project, topic);
-        if let Ok(host) = std::env::var("PUBSUB_EMULATOR_HOST")
-            && !host.trim().is_empty()
-        {
-            config.endpoint = format!("http://{}", host.trim());
-        }
-        config
+        Self { endpoint: emulator_endpoint("PUBSUB_EMULATOR_HOST", GOOGLE_ENDPOINT), ..Self::new(project, topic) }
     }
-}
-
-/// How requests are authorised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// Nothing (an emulator).
-    None,
-    /// A bearer token from the metadata server at this URL, sent with `Metadata-Flavor: Google`.
-    Metadata { token_url: String },
 }
 
 /// Publishes outbox events (as [`EventSink`]) and commands (as [`CommandBus`]) to Pub/Sub.
 pub struct PubSubPublisher {
     config: PubSubConfig,
-    http: reqwest::Client,
-    auth: Auth,
+    api: Api,
     commands_topic: String,
-    token: Mutex<Option<CachedToken>>,
-}
-
-struct CachedToken {
-    value: String,
-    refresh_at: Instant,
 }
 
 impl PubSubPublisher {
     /// No auth when the endpoint is plain `http://` (an emulator: Google serves only HTTPS), else metadata-server
     /// tokens. Commands go to [`COMMANDS_TOPIC`].
     pub fn new(mut config: PubSubConfig, http: reqwest::Client) -> Self {
-        config.endpoint = config.endpoint.trim_end_matches('/').to_owned();
         config.batch_max = config.batch_max.clamp(1, BATCH_MAX_ALLOWED);
-        let auth = if config.endpoint.starts_with("http://") {
-            Auth::None
-        } else {
-            Auth::Metadata { token_url: METADATA_TOKEN_URL.to_owned() }
-        };
-        Self { config, http, auth, commands_topic: COMMANDS_TOPIC.to_owned(), token: Mutex::new(None) }
+        Self {
+            api: Api::new(http, &config.endpoint, config.timeout_ms),
+            config,
+            commands_topic: COMMANDS_TOPIC.to_owned(),
+        }
     }
 
-    pub fn with_auth(mut self, auth: Auth) -> Self {
-        self.auth = auth;
-        self
+    pub fn with_auth(self, auth: Auth) -> Self {
+        Self { api: self.api.with_auth(auth), ..self }
     }
 
     pub fn with_commands_topic(mut self, topic: impl Into<String>) -> Self {
@@ -140,15 +107,11 @@ impl PubSubPublisher {
         &self.config
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.timeout_ms.max(1))
-    }
-
     /// Publishes one request's messages, retrying transient failures with backoff. A request is all or nothing
     /// on Pub/Sub's side, except after a timeout, when it may have gone through: then the retry publishes the
     /// messages again (same `ce-id`; consumers dedupe on it).
     async fn publish_request(&self, topic: &str, messages: &[&Message]) -> Result<(), Failure> {
-        let url = format!("{}/v1/projects/{}/topics/{}:publish", self.config.endpoint, self.config.project, topic);
+        let url = format!("{}/v1/projects/{}/topics/{}:publish", self.api.endpoint(), self.config.project, topic);
         let body = serde_json::to_vec(&PublishRequest { messages })
             .map_err(|e| Failure::Rejected(format!("could not encode the publish request: {e}")))?;
         let mut attempt = 0;
@@ -171,100 +134,36 @@ impl PubSubPublisher {
 
     /// One attempt; on failure also the server's `Retry-After`, if any.
     async fn try_publish(&self, url: &str, body: &[u8]) -> Result<(), (Failure, Option<Duration>)> {
-        let token = self.bearer().await.map_err(|f| (f, None))?;
-        let mut request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
-            .timeout(self.timeout());
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| (Failure::Transient(describe(url, &e)), None))?;
-        let status = response.status();
-        if status.is_success() {
-            // The answer ({"messageIds": [...]}) must arrive whole, or the request may not have gone through.
-            return response.bytes().await.map(|_| ()).map_err(|e| (Failure::Transient(describe(url, &e)), None));
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        let reason = format!("POST {url}: HTTP {status}: {}", truncate(&text, ERROR_BODY_CHARS));
-        let failure = match status {
-            // The token was refused: fetch a fresh one on the retry.
-            StatusCode::UNAUTHORIZED if token.is_some() => {
-                *self.token.lock().await = None;
-                Failure::Transient(reason)
-            }
-            // Pub/Sub's retryable codes: DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, CANCELLED, INTERNAL,
-            // UNKNOWN, UNAVAILABLE.
-            s if s == StatusCode::REQUEST_TIMEOUT
-                || s == StatusCode::CONFLICT
-                || s == StatusCode::TOO_MANY_REQUESTS
-                || s.as_u16() == 499
-                || s.is_server_error() =>
-            {
-                Failure::Transient(reason)
-            }
-            // No such topic or project, no permission: no request to this topic can succeed.
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Failure::Fatal(reason),
-            // INVALID_ARGUMENT and the like: something in these messages.
-            _ => Failure::Rejected(reason),
-        };
-        Err((failure, retry_after))
-    }
-
-    /// The bearer token to send, if any: cached, fetched from the metadata server when missing or about to expire.
-    async fn bearer(&self) -> Result<Option<String>, Failure> {
-        let Auth::Metadata { token_url } = &self.auth else {
-            return Ok(None);
-        };
-        // Held across the fetch: concurrent callers wait for one fetch instead of each making one.
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref()
-            && Instant::now() < token.refresh_at
-        {
-            return Ok(Some(token.value.clone()));
-        }
-        let response = self
-            .http
-            .get(token_url)
-            .header("Metadata-Flavor", "Google")
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|e| Failure::Transient(format!("access token: {}", describe(token_url, &e))))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let reason = format!("access token: GET {token_url}: HTTP {status}: {}", truncate(&text, ERROR_BODY_CHARS));
-            return Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                Failure::Transient(reason)
-            } else {
-                Failure::Fatal(reason)
-            });
-        }
-        let token: MetadataToken = response
-            .json()
-            .await
-            .map_err(|e| Failure::Transient(format!("access token: {}", describe(token_url, &e))))?;
-        let lifetime = Duration::from_secs(token.expires_in);
-        let early = TOKEN_REFRESH_EARLY.min(lifetime / 2);
-        *cached =
-            Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime - early });
-        Ok(Some(token.access_token))
+        let response = self.api.send(Method::POST, url, Some(body.to_vec())).await.map_err(refused)?;
+        // The answer ({"messageIds": [...]}) must arrive whole, or the request may not have gone through.
+        response.bytes().await.map(|_| ()).map_err(|e| (Failure::Transient(describe(url, &e)), None))
     }
 }
 
-#[derive(Deserialize)]
-struct MetadataToken {
-    access_token: String,
-    expires_in: u64,
+/// What a refused publish request means, and the server's `Retry-After`, if any.
+fn refused(refusal: Refusal) -> (Failure, Option<Duration>) {
+    let (status, reason, retry_after) = match refusal {
+        Refusal::Transient(reason) => return (Failure::Transient(reason), None),
+        Refusal::Fatal(reason) => return (Failure::Fatal(reason), None),
+        Refusal::Status { status, reason, retry_after, .. } => (status, reason, retry_after),
+    };
+    let failure = match status {
+        // Pub/Sub's retryable codes: DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, CANCELLED, INTERNAL,
+        // UNKNOWN, UNAVAILABLE.
+        s if s == StatusCode::REQUEST_TIMEOUT
+            || s == StatusCode::CONFLICT
+            || s == StatusCode::TOO_MANY_REQUESTS
+            || s.as_u16() == 499
+            || s.is_server_error() =>
+        {
+            Failure::Transient(reason)
+        }
+        // No such topic or project, no permission: no request to this topic can succeed.
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Failure::Fatal(reason),
+        // INVALID_ARGUMENT and the like: something in these messages.
+        _ => Failure::Rejected(reason),
+    };
+    (failure, retry_after)
 }
 
 /// Why a publish request did not go through, after its retries.
@@ -488,41 +387,6 @@ impl CommandBus for PubSubPublisher {
     }
 }
 
-/// Exponential from [`BACKOFF_FIRST`], at most [`BACKOFF_MAX`], with up to 25 % jitter; the server's
-/// `Retry-After` when longer (capped too).
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = BACKOFF_FIRST.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
-    let jitter = exp.mul_f64(f64::from(nanos % 1000) / 4000.0);
-    (exp + jitter).max(retry_after.unwrap_or_default().min(BACKOFF_MAX))
-}
-
-fn describe(url: &str, e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    // reqwest's Display stops at the outermost error; the cause (refused, reset, ...) is in the sources.
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    format!("{url}: {what}: {detail}")
-}
-
-fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -565,13 +429,5 @@ mod tests {
         let err = event_message(&outbox("m1", "k", json!({"specversion": "1.0", "id": "m1", "source": "s"})));
         assert!(err.unwrap_err().contains("type"));
         assert!(event_message(&outbox("m1", "k", json!("text"))).is_err());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(0, None) >= BACKOFF_FIRST && backoff(0, None) < BACKOFF_FIRST * 2);
-        assert!(backoff(3, None) >= BACKOFF_FIRST * 8);
-        assert!(backoff(30, None) <= BACKOFF_MAX + BACKOFF_MAX / 4);
-        assert_eq!(backoff(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
     }
 }

@@ -714,3 +714,45 @@ fn legacy_kind(event_type: &str) -> Result<LegacyKind, EventError> {
         _ => return Err(EventError::UnsupportedLegacyEvent(event_type.to_owned())),
     })
 }
+
+/// A CloudEvent however it came (HTTP binary or structured, a Pub/Sub message, the local queue): its type,
+/// source and id, and its data as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub ty: String,
+    pub source: String,
+    pub id: String,
+    pub data: Value,
+}
+
+/// A command or an event carried by a Pub/Sub message: the CloudEvents Pub/Sub binding (`ce-*` attributes, data = the
+/// command), or a structured CloudEvent as the message data. Its identity is the CloudEvent's source and id
+/// when it has them (the same command reaching us by several paths is one command), else the message id.
+pub fn envelope_of_message(m: &PushMessage) -> Result<Envelope, ApiError> {
+    let data_json = |bytes: &Bytes| -> Result<Value, ApiError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::invalid("invalid_message", format!("message data is not JSON: {e}")))
+    };
+    let source_of_message = || format!("//pubsub/{}", m.subscription.as_deref().unwrap_or("push"));
+    if let Some(ty) = m.attributes.get("ce-type") {
+        return Ok(Envelope {
+            ty: ty.clone(),
+            source: m.attributes.get("ce-source").cloned().unwrap_or_else(source_of_message),
+            id: m.attributes.get("ce-id").cloned().unwrap_or_else(|| m.message_id.clone()),
+            data: data_json(&m.data)?,
+        });
+    }
+    let structured = data_json(&m.data)?;
+    match (structured["type"].as_str(), structured.get("data")) {
+        (Some(ty), Some(data)) => Ok(Envelope {
+            ty: ty.to_owned(),
+            source: structured["source"].as_str().map(str::to_owned).unwrap_or_else(source_of_message),
+            id: structured["id"].as_str().map(str::to_owned).unwrap_or_else(|| m.message_id.clone()),
+            data: data.clone(),
+        }),
+        _ => Err(ApiError::invalid(
+            "invalid_message",
+            "the message carries no CloudEvent: no ce-type attribute nor a structured event",
+        )),
+    }
+}

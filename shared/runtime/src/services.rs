@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::extract::FromRef;
 use serde_json::Value;
-use stockroom_store::{OutboxEvent, QueuedCommand, Store, StoreError};
+use stockroom_store::{AnalyticsReader, AnalyticsSink, OutboxEvent, QueuedCommand, Store, StoreError};
 use tokio::sync::broadcast;
 
 use crate::oidc::OidcVerifier;
@@ -84,6 +84,10 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub commands: Arc<dyn CommandBus>,
     pub events: Arc<dyn EventSink>,
+    /// Where `/v1/analytics/*` reads: the store's own tables, or BigQuery in the cloud.
+    pub analytics: Arc<dyn AnalyticsReader>,
+    /// Where the aggregator copies what it records, beside the store's tables: BigQuery in the cloud.
+    pub analytics_copy: Option<Arc<dyn AnalyticsSink>>,
     /// The live feed behind `/v1/events/stream`.
     pub live: Broadcast,
     /// When set, `/events`, `/pubsub/push` and `/jobs/*` need a Google-signed token.
@@ -99,6 +103,8 @@ impl Services {
         Self {
             commands: Arc::new(QueueBus(store.clone())),
             events: Arc::new(live.clone()),
+            analytics: store.clone(),
+            analytics_copy: None,
             live,
             store,
             oidc: None,

@@ -64,6 +64,19 @@ pub struct Settings {
     /// How often the local command queue is drained; 0 leaves it to another process.
     #[arg(long, env = "STOCKROOM_COMMANDS_INTERVAL_MS", default_value_t = 100)]
     pub commands_interval_ms: u64,
+    /// How often lapsed holds are booked as expired in the background, so that their `reservation.expired`
+    /// events reach analytics (availability never waits for it: expiry is read-time); 0 leaves it to
+    /// `POST /jobs/expire-reservations`.
+    #[arg(long, env = "STOCKROOM_EXPIRE_INTERVAL_MS", default_value_t = 5_000)]
+    pub expire_interval_ms: u64,
+    /// Copy analytics to BigQuery in this project and answer `/v1/analytics/*` from it (the aggregator built
+    /// with the `bigquery` feature); unset keeps analytics in the store. `BIGQUERY_EMULATOR_HOST` points it at
+    /// an emulator.
+    #[arg(long, env = "STOCKROOM_BIGQUERY_PROJECT")]
+    pub bigquery_project: Option<String>,
+    /// The BigQuery dataset holding the analytics tables and views.
+    #[arg(long, env = "STOCKROOM_BIGQUERY_DATASET", default_value = "stockroom")]
+    pub bigquery_dataset: String,
     /// Publish events and commands to Pub/Sub in this project (binaries built with the `pubsub` feature);
     /// unset keeps both in-process. `PUBSUB_EMULATOR_HOST` points it at an emulator.
     #[arg(long, env = "STOCKROOM_PUBSUB_PROJECT")]
@@ -108,6 +121,9 @@ impl Settings {
             oidc_jwks_url: crate::oidc::GOOGLE_JWKS_URL.to_owned(),
             relay_interval_ms: 200,
             commands_interval_ms: 100,
+            expire_interval_ms: 5_000,
+            bigquery_project: None,
+            bigquery_dataset: "stockroom".into(),
             pubsub_project: None,
             pubsub_events_topic: "inventory-events".into(),
             pubsub_commands_topic: "inventory-commands".into(),
@@ -152,6 +168,9 @@ impl Settings {
     pub fn start_background(&self, services: &Services, handler: Option<crate::worker::Handler>) {
         if self.relay_interval_ms > 0 {
             crate::relay::spawn(services.clone(), Duration::from_millis(self.relay_interval_ms));
+        }
+        if self.expire_interval_ms > 0 {
+            crate::relay::spawn_expiry(services.clone(), Duration::from_millis(self.expire_interval_ms));
         }
         if let Some(handler) = handler
             && self.commands_interval_ms > 0

@@ -62,3 +62,44 @@ pub fn refused_event(
         },
     })
 }
+
+/// `stock.low`, `stock.depleted` or `stock.replenished`: a sku's health crossed into `h.status` from `before`.
+/// Published by the aggregator, which judges health.
+pub fn threshold_event(
+    id: &str,
+    h: &stockroom_domain::analytics::Health,
+    before: stockroom_domain::analytics::HealthStatus,
+    t: stockroom_domain::analytics::Thresholds,
+    movement_id: Option<&str>,
+    now: Timestamp,
+) -> Value {
+    use stockroom_domain::analytics::HealthStatus;
+    let ty = match h.status {
+        HealthStatus::Low => "dev.stockroom.stock.low.v1",
+        HealthStatus::Depleted => "dev.stockroom.stock.depleted.v1",
+        HealthStatus::Ok => "dev.stockroom.stock.replenished.v1",
+    };
+    let time = |t: Timestamp| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "//stockroom/aggregator",
+        "type": ty,
+        "subject": h.sku,
+        "time": time(now),
+        "datacontenttype": "application/json",
+        "data": {
+            "sku": h.sku,
+            "location": null,
+            "available": h.available,
+            "velocity_per_day": h.velocity_per_day,
+            "days_of_cover": h.days_of_cover,
+            "projected_stockout_at": h.projected_stockout_at.map(time),
+            "status": h.status.as_str(),
+            "previous_status": before.as_str(),
+            "low_stock_days": t.low_stock_days,
+            "reorder_point": t.reorder_point,
+            "movement_id": movement_id,
+        },
+    })
+}

@@ -7,6 +7,7 @@
 //! savepoint per command; PostgreSQL runs each command in its own transaction with the touched level rows
 //! locked in key order.
 
+pub mod analytics;
 mod answer;
 mod error;
 mod event;
@@ -16,6 +17,7 @@ mod runner;
 mod schema;
 pub mod sql;
 
+pub use analytics::{AnalyticsReader, AnalyticsSink, ObservedEvent, ObservedMovement, Recorded};
 pub use answer::{Answer, error_body};
 pub use error::StoreError;
 pub use event::event_type;
@@ -30,9 +32,12 @@ pub use sql::{SqlStore, StoreSettings};
 use async_trait::async_trait;
 use stockroom_domain::{Location, ReservationId, Sku, Timestamp};
 
-/// What every Stockroom function needs from the ledger.
+/// What every Stockroom function needs from the ledger (and the analytics the aggregator keeps beside it).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AnalyticsReader + Send + Sync + 'static {
+    /// The aggregator's write: records `inventory-events` once per event id, and tells threshold crossings
+    /// through the outbox (see [`analytics`]).
+    async fn record_events(&self, events: Vec<ObservedEvent>, now: Timestamp) -> Result<Recorded, StoreError>;
     /// Creates or updates a location; `true` when it was created.
     async fn put_location(
         &self,

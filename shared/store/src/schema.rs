@@ -8,6 +8,7 @@ use crate::error::StoreError;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_ledger", include_str!("../migrations/0001_ledger.sql")),
     ("0002_events", include_str!("../migrations/0002_events.sql")),
+    ("0003_analytics", include_str!("../migrations/0003_analytics.sql")),
 ];
 
 pub(crate) async fn migrate(conn: &mut AnyConnection) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 use stockroom_domain::{Levels, Location, MovementKind, ReservationId, Sku, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::analytics::{self, AnalyticsReader, ObservedEvent, Recorded};
 use crate::answer::Answer;
 use crate::error::{StoreError, is_retryable_conflict};
 use crate::model::{
@@ -18,6 +19,7 @@ use crate::model::{
 };
 use crate::runner::{self, Claim};
 use crate::{Store, queues, schema};
+use stockroom_domain::analytics::{Bucket, Health, SalesPoint, TopSeller, Window};
 
 /// Where the two databases part ways. Everything else is the same SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,7 @@ enum Work {
     PutShopifyLocation(String, Location),
     PutLocation(Location, String, i64),
     PutPolicy(Sku, PolicyUpdate),
+    Record(Vec<ObservedEvent>, Timestamp),
 }
 
 enum Done {
@@ -124,6 +127,7 @@ enum Done {
     Answer(Answer),
     Location(LocationRecord, bool),
     Policy(Policy),
+    Recorded(Recorded),
 }
 
 struct Job {
@@ -343,6 +347,7 @@ async fn perform(conn: &mut AnyConnection, dialect: Dialect, work: &Work) -> Res
         }
         Work::PutLocation(id, name, priority) => put_location(conn, id, name, *priority).await,
         Work::PutPolicy(sku, update) => put_policy(conn, sku, update).await.map(Done::Policy),
+        Work::Record(events, now) => analytics::record(conn, dialect, events, *now).await.map(Done::Recorded),
     }
 }
 
@@ -422,7 +427,35 @@ fn unexpected() -> StoreError {
 }
 
 #[async_trait]
+impl AnalyticsReader for SqlStore {
+    async fn stock_health(&self, location: Option<&str>, now: Timestamp) -> Result<Vec<Health>, StoreError> {
+        analytics::stock_health(&mut *self.pool.acquire().await?, location, now).await
+    }
+
+    async fn sales(
+        &self,
+        sku: &str,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<SalesPoint>, StoreError> {
+        analytics::sales(&mut *self.pool.acquire().await?, sku, bucket, from, to).await
+    }
+
+    async fn top_sellers(&self, window: Window, limit: i64, now: Timestamp) -> Result<Vec<TopSeller>, StoreError> {
+        analytics::top_sellers(&mut *self.pool.acquire().await?, window, limit, now).await
+    }
+}
+
+#[async_trait]
 impl Store for SqlStore {
+    async fn record_events(&self, events: Vec<ObservedEvent>, now: Timestamp) -> Result<Recorded, StoreError> {
+        match self.write(Work::Record(events, now)).await? {
+            Done::Recorded(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
     async fn put_location(
         &self,
         id: Location,

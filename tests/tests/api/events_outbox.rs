@@ -18,7 +18,15 @@ on_both_stores!(
 );
 
 const SERVER: &str = env!("CARGO_BIN_EXE_stockroom-e2e-server");
-const UNPUBLISHED: &str = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL";
+// These tests follow the ledger's events. The aggregator, which the relay hands every event in `stockroom serve`,
+// writes threshold events (`stock.low`, ...) to the same outbox; they are its own (tests/api/analytics.rs) and
+// are left out here.
+const NOT_ALERTS: &str = "event NOT LIKE '%\"source\":\"//stockroom/aggregator\"%'";
+const UNPUBLISHED: &str = "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND event NOT LIKE '%\"source\":\"//stockroom/aggregator\"%'";
+
+fn ledger_events(events: Vec<SseEvent>) -> Vec<SseEvent> {
+    events.into_iter().filter(|e| e.data["source"] != "//stockroom/aggregator").collect()
+}
 /// How long the stream must stay silent before a test takes it that everything has arrived.
 const QUIET: Duration = Duration::from_millis(1_500);
 
@@ -37,8 +45,8 @@ async fn relay_job(api: &Api) -> i64 {
 async fn outbox_rows(url: &str) -> Vec<(String, bool)> {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
-    let rows =
-        sqlx::query("SELECT id, published_at FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("the outbox");
+    let sql = format!("SELECT id, published_at FROM outbox WHERE {NOT_ALERTS} ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.expect("the outbox");
     rows.iter().map(|r| (r.get::<String, _>(0), r.get::<Option<i64>, _>(1).is_some())).collect()
 }
 
@@ -240,7 +248,7 @@ async fn killing_the_suite_while_its_relay_runs_leaves_no_event_behind_and_publi
     for c in clients {
         c.await.expect("a client");
     }
-    let before_kill = listener.await.expect("the listener");
+    let before_kill = ledger_events(listener.await.expect("the listener"));
 
     // As the kill left it: every movement has its event, some published (and marked), the rest waiting.
     let outbox = outbox_rows(&db.url).await;
@@ -269,8 +277,9 @@ async fn killing_the_suite_while_its_relay_runs_leaves_no_event_behind_and_publi
     assert!(seen_before.iter().all(|id| movement_ids.contains(id)), "only movements were published");
 
     let mut after_restart = app.subscribe("").await;
-    assert_eq!(relay_job(&app).await, waiting.len() as i64, "the restart publishes what waited");
-    let republished = after_restart.until_quiet(QUIET).await;
+    let relayed = relay_job(&app).await;
+    assert!(relayed >= waiting.len() as i64, "the restart publishes what waited: {relayed} of {}", waiting.len());
+    let republished = ledger_events(after_restart.until_quiet(QUIET).await);
     let republished_ids: Vec<String> = republished.iter().map(|e| e.id.clone()).collect();
     assert_eq!(repeated(&republished_ids), Vec::<String>::new(), "published twice after the restart");
     let again: Vec<&String> = republished_ids.iter().filter(|id| marked.contains(*id)).collect();
@@ -292,7 +301,7 @@ async fn killing_the_suite_while_its_relay_runs_leaves_no_event_behind_and_publi
     }
     let hold = json!({ "reservation_id": "after-hold", "lines": [{ "sku": "LOAD-1", "quantity": 1 }] });
     assert_eq!(app.json("POST", "/v1/reservations", &hold).await.status, 201);
-    let caught_up = stream.until_quiet(QUIET).await;
+    let caught_up = ledger_events(stream.until_quiet(QUIET).await);
     let caught_up_ids: Vec<String> = caught_up.iter().map(|e| e.id.clone()).collect();
     assert_eq!(repeated(&caught_up_ids), Vec::<String>::new(), "published twice by the background relay");
     let new_movements: Vec<Value> = app

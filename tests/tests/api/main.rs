@@ -20,6 +20,7 @@ macro_rules! on_both_stores {
     };
 }
 
+mod analytics;
 mod concurrency;
 mod contract_adjustments;
 mod contract_bad_input;
@@ -27,6 +28,8 @@ mod contract_locations_stock;
 mod contract_operations;
 mod contract_reservations;
 mod crash;
+mod dashboard;
+mod demo;
 mod events_auth;
 mod events_chain;
 mod events_outbox;
