@@ -480,21 +480,22 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     assert_eq!(app.get("/v1/analytics/stock-health").await.body, json!([]));
 }
 
+/// A sale through the API: a hold, committed.
+async fn sell(api: &Api, reservation_id: &str, sku: &str, quantity: i64) {
+    let body = json!({ "reservation_id": reservation_id, "lines": [{ "sku": sku, "quantity": quantity }] });
+    let r = api.json("POST", "/v1/reservations", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.json("POST", &format!("/v1/reservations/{reservation_id}/commit"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// In `stockroom serve`, real sales through the API reach the figures and the feed; the contract allows 5 s.
 async fn live_sales_reach_analytics_within_seconds(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut feed = app.subscribe("").await;
     app.location("main", 1).await;
     assert_eq!(app.receive("LIVE", "main", 10).await.status, 200);
-    let r = app
-        .json(
-            "POST",
-            "/v1/reservations",
-            &json!({ "reservation_id": "live-1", "lines": [{ "sku": "LIVE", "quantity": 4 }] }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(app.json("POST", "/v1/reservations/live-1/commit", &json!({})).await.status, 200);
+    sell(&app, "live-1", "LIVE", 4).await;
     let sold = Instant::now();
     let figures = loop {
         let health = app.get("/v1/analytics/stock-health").await;
@@ -511,15 +512,7 @@ async fn live_sales_reach_analytics_within_seconds(backend: Backend) {
     assert_eq!(figures["status"], "ok");
 
     // Selling the rest crosses into depleted: the feed tells it, once.
-    let r = app
-        .json(
-            "POST",
-            "/v1/reservations",
-            &json!({ "reservation_id": "live-2", "lines": [{ "sku": "LIVE", "quantity": 6 }] }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(app.json("POST", "/v1/reservations/live-2/commit", &json!({})).await.status, 200);
+    sell(&app, "live-2", "LIVE", 6).await;
     let mut depleted = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
