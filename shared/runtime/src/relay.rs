@@ -50,7 +50,7 @@ pub fn spawn(services: Services, interval: Duration) -> tokio::task::JoinHandle<
 }
 
 /// Lapsed holds booked per background round at most.
-pub const EXPIRE_BATCH_MAX: i64 = 500;
+pub const EXPIRE_ROUND_MAX: i64 = 500;
 
 /// Books lapsed holds as expired every `interval` until the process stops (the local stand-in for the Cloud
 /// Scheduler job on `/jobs/expire-reservations`).
@@ -58,7 +58,7 @@ pub fn spawn_expiry(services: Services, interval: Duration) -> tokio::task::Join
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            if let Err(e) = services.store.expire_due(EXPIRE_BATCH_MAX, None).await {
+            if let Err(e) = services.store.expire_due(EXPIRE_ROUND_MAX, None).await {
                 tracing::warn!(error = ?e, "booking lapsed holds failed; retrying");
             }
         }
