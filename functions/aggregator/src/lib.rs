@@ -60,7 +60,11 @@ impl Aggregator {
             if let Some(copy) = &self.services.analytics_copy {
                 copy.write(chunk).await?;
             }
-            let r = self.services.store.record_events(chunk.to_vec(), stockroom_store::sql::now()).await?;
+            let r = self
+                .services
+                .store
+                .record_events(chunk.to_vec(), stockroom_store::Clock::now(&stockroom_store::SystemClock))
+                .await?;
             total.recorded += r.recorded;
             total.duplicates += r.duplicates;
             total.crossings += r.crossings;

@@ -20,7 +20,6 @@
 //! Pub/Sub.
 
 use std::collections::HashMap;
-use std::io;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -687,13 +686,9 @@ impl Failure {
 
     fn into_store_error(self) -> StoreError {
         match self {
-            Self::Transient(reason, _) => {
-                StoreError::Transient(sqlx::Error::Io(io::Error::other(format!("bigquery: {reason}"))))
-            }
+            Self::Transient(reason, _) => StoreError::transient(format!("bigquery: {reason}")),
             Self::Fatal(reason) => StoreError::Config(format!("bigquery: {reason}")),
-            Self::Rejected(reason) | Self::Conflict(reason) => {
-                StoreError::Internal(sqlx::Error::InvalidArgument(format!("bigquery: {reason}")))
-            }
+            Self::Rejected(reason) | Self::Conflict(reason) => StoreError::internal(format!("bigquery: {reason}")),
         }
     }
 }

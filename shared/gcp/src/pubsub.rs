@@ -15,7 +15,6 @@
 //! (Cloud Run's service account), cached until shortly before it expires (`google::MetadataToken`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -353,9 +352,8 @@ impl CommandBus for PubSubPublisher {
     /// sends them again with the same `ce-source` + `ce-id`, which the receiving side dedupes on.
     ///
     /// Errors, in `StoreError` terms (the trait's error type; the store crate has no Pub/Sub variant):
-    /// Pub/Sub unavailable → `Transient` (an `io::Error` inside, as for a lost database connection: callers
-    /// answer 503 and are retried); topic missing or permission denied → `Config`; messages refused →
-    /// `Internal` (`InvalidArgument` inside).
+    /// Pub/Sub unavailable → `Transient` (callers answer 503 and are retried); topic missing or permission
+    /// denied → `Config`; messages refused → `Internal`.
     async fn publish(&self, commands: Vec<QueuedCommand>) -> Result<(), StoreError> {
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let messages: Vec<Message> = commands.iter().map(|c| command_message(c, &time)).collect();
@@ -373,13 +371,9 @@ impl CommandBus for PubSubPublisher {
             }
             let batch: Vec<&Message> = messages[start..end].iter().collect();
             self.publish_request(&self.commands_topic, &batch).await.map_err(|failure| match failure {
-                Failure::Transient(reason) => {
-                    StoreError::Transient(sqlx::Error::Io(io::Error::other(format!("pubsub: {reason}"))))
-                }
+                Failure::Transient(reason) => StoreError::transient(format!("pubsub: {reason}")),
                 Failure::Fatal(reason) => StoreError::Config(format!("pubsub: {reason}")),
-                Failure::Rejected(reason) => {
-                    StoreError::Internal(sqlx::Error::InvalidArgument(format!("pubsub: {reason}")))
-                }
+                Failure::Rejected(reason) => StoreError::internal(format!("pubsub: {reason}")),
             })?;
             start = end;
         }

@@ -1,13 +1,24 @@
 use thiserror::Error;
 
-/// A store failure. Refusals are not errors: they are answers. What is left is either worth retrying
-/// (the database is away, busy or deadlocked: 503 so the sender retries) or a bug (500).
+/// A failure's cause, whatever the backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A store failure. Refusals are not errors: they are outcomes. What is left is either worth retrying (the
+/// database is away, busy, or a transaction lost a conflict: 503 so the sender retries) or a bug (500).
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The database is away, busy or overloaded; trying again later may well succeed.
     #[error("the store is unavailable right now")]
-    Transient(#[source] sqlx::Error),
+    Transient(#[source] BoxError),
+    /// A transaction lost to another (a deadlock, a serialization failure, Spanner's `ABORTED`): the store runs
+    /// it again, a bounded number of times, before this reaches a caller as "unavailable".
+    #[error("the transaction lost a conflict with another")]
+    Conflict(#[source] BoxError),
+    /// A row with this key exists already.
+    #[error("a row with this key exists already")]
+    Duplicate(#[source] BoxError),
     #[error("store failure")]
-    Internal(#[source] sqlx::Error),
+    Internal(#[source] BoxError),
     #[error("the store holds a value it cannot read: {0}")]
     Corrupt(String),
     #[error("the store is shutting down")]
@@ -21,43 +32,16 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_) | Self::Closed | Self::NotYet(_))
+        matches!(self, Self::Transient(_) | Self::Conflict(_) | Self::Closed | Self::NotYet(_))
     }
-}
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        if is_transient(&e) { Self::Transient(e) } else { Self::Internal(e) }
+    /// A transient failure described in words (an HTTP API that did not answer, a queue that is full).
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient(reason.into().into())
     }
-}
 
-/// Connection trouble, pool exhaustion, lock conflicts and deadlocks go away by themselves; the rest do not.
-fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock),
-            // 53 resources, 57 operator intervention (shutdown), 55P03 lock not available.
-            // SQLite primary codes: 5 BUSY, 6 LOCKED (extended codes keep the low byte).
-            code.starts_with("08")
-                || code.starts_with("40")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || code == "55P03"
-                || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
-        }
-        _ => false,
-    }
-}
-
-/// Deadlocks and serialization failures: the store may run the same command again, a bounded number of times.
-pub(crate) fn is_retryable_conflict(e: &StoreError) -> bool {
-    match e {
-        StoreError::Transient(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
-        }
-        _ => false,
+    /// A failure that retrying will not mend, described in words.
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self::Internal(reason.into().into())
     }
 }

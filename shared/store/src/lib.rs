@@ -1,33 +1,34 @@
 //! Stockroom's store port and its implementation over SQL.
 //!
-//! [`Store`] is the port every function holds (as `Arc<dyn Store>`). [`SqlStore`] implements it twice over, on
-//! the embedded SQLite file (the default) and on PostgreSQL, with one schema and one set of statements: both
-//! speak the same SQL here, and where they differ ([`sql::Dialect`]) the difference is named in one place.
-//! SQLite gets one writer task that applies queued commands in batches, one transaction per batch and a
-//! savepoint per command; PostgreSQL runs each command in its own transaction with the touched level rows
-//! locked in key order.
+//! [`Store`] is the port every function holds (as `Arc<dyn Store>`). [`SqlStore`] implements it once, over
+//! three backends chosen by the URL: the embedded SQLite file (the default), PostgreSQL, and Spanner's
+//! PostgreSQL dialect. The rules ([`sql`]) are one set of statements; where the databases differ
+//! ([`sql::Dialect`]) the difference is named in one place, and how each runs its writes is its backend's
+//! (`backend`): SQLite batches them through one writer, PostgreSQL and Spanner run each in its own transaction
+//! and run it again when it lost a conflict.
 
 pub mod analytics;
 mod answer;
+mod backend;
+pub mod clock;
 mod error;
 mod event;
 mod model;
-mod queues;
-mod runner;
-mod schema;
 pub mod sql;
+mod store;
 
 pub use analytics::{AnalyticsReader, AnalyticsSink, ObservedEvent, ObservedMovement, Recorded};
 pub use answer::{Answer, error_body};
-pub use error::StoreError;
+pub use clock::{Clock, Ids, ManualClock, SystemClock, UuidV7};
+pub use error::{BoxError, StoreError};
 pub use event::event_type;
 pub use model::{
     AllocationView, Command, CountsFile, Delivery, Idempotency, LocationRecord, MovementFilter, MovementPage,
     MovementRow, OutboxEvent, Policy, PolicyUpdate, QueuedCommand, ReservationLineView, ReservationView, Settled,
     StockFigures, StockLocation, StockView,
 };
-pub use queues::COMMAND_ATTEMPTS_MAX;
-pub use sql::{SqlStore, StoreSettings};
+pub use sql::queues::COMMAND_ATTEMPTS_MAX;
+pub use store::{SqlStore, StoreSettings};
 
 use async_trait::async_trait;
 use stockroom_domain::{Location, ReservationId, Sku, Timestamp};
