@@ -210,6 +210,8 @@ impl Api {
 pub struct TestApp {
     pub api: Api,
     pub db: TestDb,
+    /// The suite's clock: the wall clock, which a test moves ahead instead of waiting.
+    pub clock: std::sync::Arc<stockroom_store::OffsetClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -239,6 +241,8 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let clock = std::sync::Arc::new(stockroom_store::OffsetClock::default());
+        settings.clock = Some(clock.clone());
         // Background work reacts fast in tests; a test that wants it off sets 0.
         settings.relay_interval_ms = 20;
         settings.commands_interval_ms = 20;
@@ -259,7 +263,7 @@ impl TestApp {
             }
         });
         let _ = ready_rx.await;
-        let app = Self { api: Api::new(addr), db, stop: Some(stop), task: Some(task) };
+        let app = Self { api: Api::new(addr), db, clock, stop: Some(stop), task: Some(task) };
         app.wait_ready().await;
         app
     }
@@ -269,7 +273,9 @@ impl TestApp {
     pub async fn spawn_aggregator(db: TestDb) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let mut settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let clock = std::sync::Arc::new(stockroom_store::OffsetClock::default());
+        settings.clock = Some(clock.clone());
         let services = settings.services().await.expect("services");
         let app = stockroom_runtime::with_edges(
             stockroom_aggregator::router(stockroom_aggregator::Aggregator::new(services.clone()))
@@ -285,9 +291,14 @@ impl TestApp {
                 panic!("aggregator: {e}");
             }
         });
-        let app = Self { api: Api::new(addr), db, stop: Some(stop), task: Some(task) };
+        let app = Self { api: Api::new(addr), db, clock, stop: Some(stop), task: Some(task) };
         app.wait_ready().await;
         app
+    }
+
+    /// Moves the suite's time ahead: holds lapse, leases run out, without waiting.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     async fn wait_ready(&self) {

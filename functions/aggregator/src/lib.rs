@@ -60,11 +60,7 @@ impl Aggregator {
             if let Some(copy) = &self.services.analytics_copy {
                 copy.write(chunk).await?;
             }
-            let r = self
-                .services
-                .store
-                .record_events(chunk.to_vec(), stockroom_store::Clock::now(&stockroom_store::SystemClock))
-                .await?;
+            let r = self.services.recorder().record_events(chunk.to_vec()).await?;
             total.recorded += r.recorded;
             total.duplicates += r.duplicates;
             total.crossings += r.crossings;
@@ -113,7 +109,7 @@ pub fn observe_structured(event: &Value) -> Result<ObservedEvent, ApiError> {
         event[k]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| ApiError::bad_request("invalid_event", format!("the event has no `{k}`")))
+            .ok_or_else(|| ApiError::bad_request("malformed_event", format!("the event has no `{k}`")))
     };
     let env = Envelope { ty: text("type")?, source: text("source")?, id: text("id")?, data: event["data"].clone() };
     observe(&env, event.clone())
@@ -267,7 +263,7 @@ pub async fn relay_outbox(State(aggregator): State<Aggregator>) -> Result<Respon
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    q.map(|Query(t)| t).map_err(|e| ApiError::bad_query("invalid_query", e.body_text()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -288,10 +284,10 @@ pub async fn stock_health(State(services): State<Services>, q: QueryResult<Healt
         None => None,
         Some(s) => Some(
             HealthStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request("invalid_status", "status must be one of ok, low, depleted"))?,
+                .ok_or_else(|| ApiError::bad_query("invalid_status", "status must be one of ok, low, depleted"))?,
         ),
     };
-    let mut rows = services.analytics.stock_health(location.as_ref().map(|l| l.as_str()), Utc::now()).await?;
+    let mut rows = services.analytics.stock_health(location.as_ref().map(|l| l.as_str()), services.clock.now()).await?;
     if let Some(status) = status {
         rows.retain(|r| r.status == status);
     }
@@ -311,7 +307,7 @@ pub struct SalesQuery {
 fn instant(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| ApiError::bad_request("invalid_time", format!("{field} must be an RFC 3339 time: {e}")))
+        .map_err(|e| ApiError::bad_query("invalid_time", format!("{field} must be an RFC 3339 time: {e}")))
 }
 
 /// A sku's sales in hour or day buckets (UTC), zeros included: net units sold and orders.
@@ -327,16 +323,16 @@ pub async fn sales(
     let bucket = match q.bucket.as_deref() {
         None | Some("") => Bucket::Hour,
         Some(b) => {
-            Bucket::parse(b).ok_or_else(|| ApiError::bad_request("invalid_bucket", "bucket must be hour or day"))?
+            Bucket::parse(b).ok_or_else(|| ApiError::bad_query("invalid_bucket", "bucket must be hour or day"))?
         }
     };
-    let to = q.to.as_deref().map(|t| instant(t, "to")).transpose()?.unwrap_or_else(Utc::now);
+    let to = q.to.as_deref().map(|t| instant(t, "to")).transpose()?.unwrap_or_else(|| services.clock.now());
     let from = q.from.as_deref().map(|t| instant(t, "from")).transpose()?.unwrap_or(to - bucket.default_span());
     if to < from {
-        return Err(ApiError::bad_request("invalid_span", "to is before from"));
+        return Err(ApiError::bad_query("invalid_span", "to is before from"));
     }
     if series_starts(bucket, from, to).is_none() {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::bad_query(
             "span_too_long",
             format!(
                 "a series has at most {} points; use day buckets or a shorter span",
@@ -362,16 +358,15 @@ pub async fn top_sellers(State(services): State<Services>, q: QueryResult<TopQue
     let q = query(q)?;
     let window = match q.window.as_deref() {
         None | Some("") => Window::Day,
-        Some(w) => {
-            Window::parse(w).ok_or_else(|| ApiError::bad_request("invalid_window", "window must be 24h or 7d"))?
-        }
+        Some(w) => Window::parse(w).ok_or_else(|| ApiError::bad_query("invalid_window", "window must be 24h or 7d"))?,
     };
-    let limit =
-        match q.limit.as_deref() {
-            None | Some("") => TOP_SELLERS_DEFAULT,
-            Some(l) => l.parse::<i64>().ok().filter(|n| (1..=TOP_SELLERS_MAX).contains(n)).ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", format!("limit must be 1 to {TOP_SELLERS_MAX}"))
-            })?,
-        };
-    Ok(ok(StatusCode::OK, &services.analytics.top_sellers(window, limit, Utc::now()).await?))
+    let limit = match q.limit.as_deref() {
+        None | Some("") => TOP_SELLERS_DEFAULT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=TOP_SELLERS_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad_query("invalid_limit", format!("limit must be 1 to {TOP_SELLERS_MAX}")))?,
+    };
+    Ok(ok(StatusCode::OK, &services.analytics.top_sellers(window, limit, services.clock.now()).await?))
 }

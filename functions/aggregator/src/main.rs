@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "aggregator",
         cli.settings,
         |services| stockroom_aggregator::router(stockroom_aggregator::Aggregator::new(services)),
-        None,
+        stockroom_runtime::Background { relay: true, ..Default::default() },
         stockroom_aggregator::wire,
     )
     .await

@@ -9,15 +9,14 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
-use stockroom_domain::{CommitLine, HoldLine, HoldRequest, ReservationId, Ttl};
+use stockroom_domain::{CommitLine, HoldRequest, ReservationId};
+use stockroom_runtime::fields::{HOLD_LINES_MAX as LINES_MAX, HoldLineInput};
 use stockroom_runtime::{
     ApiError, JsonBody, RawBody, Services, fields, idempotency, idempotency_key, ok, parse, respond,
 };
-use stockroom_store::{Command, ReservationView, Store};
+use stockroom_store::{Command, Ledger, ReservationView};
 use utoipa::OpenApi;
 
-/// Lines in one reservation at most.
-pub const LINES_MAX: usize = 100;
 /// Lapsed holds one run of the expiry job books at most, by default and at most.
 pub const EXPIRE_BATCH_DEFAULT: i64 = 1_000;
 pub const EXPIRE_BATCH_MAX: i64 = 10_000;
@@ -70,31 +69,12 @@ impl TryFrom<&ReservationBody> for HoldRequest {
     type Error = ApiError;
 
     fn try_from(b: &ReservationBody) -> Result<Self, ApiError> {
-        if b.lines.is_empty() || b.lines.len() > LINES_MAX {
-            return Err(ApiError::invalid("invalid_lines", format!("send 1 to {LINES_MAX} lines")));
-        }
-        let lines = b
+        let lines: Vec<HoldLineInput<'_>> = b
             .lines
             .iter()
-            .map(|l| {
-                Ok(HoldLine {
-                    sku: fields::sku(&l.sku)?,
-                    quantity: fields::quantity(&l.quantity, "quantity")?,
-                    location: l.location.as_deref().map(fields::location).transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        let ttl = match &b.ttl_seconds {
-            None => Ttl::default(),
-            Some(n) => n
-                .as_i64()
-                .ok_or_else(|| format!("ttl_seconds must be a whole number; got {n}"))
-                .and_then(Ttl::seconds)
-                .map_err(|m| ApiError::invalid("invalid_ttl", m))?,
-        };
-        let reference =
-            b.reference.as_deref().map(|r| fields::text(r, "reference", fields::TEXT_BYTES_MAX)).transpose()?;
-        Ok(HoldRequest { lines, ttl, reference })
+            .map(|l| HoldLineInput { sku: &l.sku, quantity: &l.quantity, location: l.location.as_deref() })
+            .collect();
+        fields::hold_request(&lines, b.ttl_seconds.as_ref(), b.reference.as_deref())
     }
 }
 
@@ -105,7 +85,7 @@ impl TryFrom<&ReservationBody> for HoldRequest {
                (status = 409, description = "insufficient_stock (with shortfalls), reservation_exists or idempotency_in_progress"),
                (status = 422, description = "invalid, or idempotency_mismatch")))]
 async fn hold(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     headers: HeaderMap,
     body: JsonBody<ReservationBody>,
 ) -> Result<Response, ApiError> {
@@ -124,15 +104,15 @@ async fn hold(
         None => ReservationId::parse(&uuid::Uuid::now_v7().to_string())
             .map_err(|e| ApiError::invalid("invalid_reservation_id", e.to_string()))?,
     };
-    Ok(respond(store.execute(Command::Hold { id, request }, idem, None).await?))
+    Ok(respond(ledger.execute(Command::Hold { id, request }, idem, None).await?))
 }
 
 /// A reservation and its state: held, committed, fulfilled, released or expired.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation")))]
-async fn get_reservation(State(store): State<Arc<dyn Store>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_reservation(State(ledger): State<Arc<dyn Ledger>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
-    match store.reservation(&id, chrono::Utc::now()).await? {
+    match ledger.reservation(&id).await? {
         Some(view) => Ok(ok(StatusCode::OK, &view)),
         None => Err(unknown(id.as_str())),
     }
@@ -182,7 +162,7 @@ fn step_idempotency(
               (status = 409, description = "invalid_state"), (status = 410, description = "reservation_expired"),
               (status = 422, description = "invalid lines")))]
 async fn commit(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     raw: RawBody,
@@ -204,36 +184,36 @@ async fn commit(
         ),
     };
     let idem = step_idempotency(&headers, &format!("/v1/reservations/{id}/commit"), &raw_json)?;
-    Ok(respond(store.execute(Command::Commit { id, lines }, idem, None).await?))
+    Ok(respond(ledger.execute(Command::Commit { id, lines }, idem, None).await?))
 }
 
 /// Shipped: the committed units leave on_hand.
 #[utoipa::path(post, path = "/v1/reservations/{id}/fulfil", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state")))]
 async fn fulfil(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    bodiless_step(store, &id, "fulfil", &headers, &raw, |id| Command::Fulfil { id }).await
+    bodiless_step(ledger, &id, "fulfil", &headers, &raw, |id| Command::Fulfil { id }).await
 }
 
 /// Cancel: a hold is released, a sale returned. Releasing again answers 200 and changes nothing.
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state (fulfilled)")))]
 async fn release(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    bodiless_step(store, &id, "release", &headers, &raw, |id| Command::Release { id }).await
+    bodiless_step(ledger, &id, "release", &headers, &raw, |id| Command::Release { id }).await
 }
 
 /// A reservation step that takes no body (any JSON sent is only part of the idempotency hash).
 async fn bodiless_step(
-    store: Arc<dyn Store>,
+    ledger: Arc<dyn Ledger>,
     id: &str,
     action: &str,
     headers: &HeaderMap,
@@ -243,7 +223,7 @@ async fn bodiless_step(
     let id = fields::reservation_id(id).map_err(|_| unknown(id))?;
     let (_, raw_json) = optional_body::<Value>(raw)?;
     let idem = step_idempotency(headers, &format!("/v1/reservations/{id}/{action}"), &raw_json)?;
-    Ok(respond(store.execute(command(id), idem, None).await?))
+    Ok(respond(ledger.execute(command(id), idem, None).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -257,15 +237,15 @@ pub struct ExpireQuery {
 #[utoipa::path(post, path = "/jobs/expire-reservations", tag = "reservations", params(ExpireQuery),
     responses((status = 200, description = "`{\"expired\": n}`")))]
 async fn expire_job(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     headers: HeaderMap,
     query: Result<Query<ExpireQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_query("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(EXPIRE_BATCH_DEFAULT);
     if !(1..=EXPIRE_BATCH_MAX).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {EXPIRE_BATCH_MAX}")));
+        return Err(ApiError::bad_query("invalid_limit", format!("limit must be 1 to {EXPIRE_BATCH_MAX}")));
     }
     let idem = step_idempotency(&headers, &format!("/jobs/expire-reservations?limit={limit}"), &json!({}))?;
-    Ok(respond(store.expire_due(limit, idem).await?))
+    Ok(respond(ledger.expire_due(limit, idem).await?))
 }

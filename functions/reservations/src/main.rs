@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "reservations",
         cli.settings,
         stockroom_reservations::router,
-        None,
+        stockroom_runtime::Background { relay: true, expiry: true, ..Default::default() },
         stockroom_gcp::with_pubsub,
     )
     .await

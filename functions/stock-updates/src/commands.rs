@@ -5,29 +5,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use stockroom_domain::{Change, CommitLine, HoldRequest};
 use stockroom_events::command as cmd;
+use stockroom_runtime::fields::HoldLineInput;
 use stockroom_runtime::{ApiError, fields};
-use stockroom_store::{Answer, Command, Delivery, Idempotency, Store};
+use stockroom_store::{Command, Delivery, Idempotency, Ledger};
 
 pub use stockroom_runtime::events::Envelope;
-
-/// What became of a command. All three are acknowledged (2xx): a refusal is final, and retrying a duplicate
-/// changes nothing.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Applied {
-    Applied(Answer),
-    Duplicate(Answer),
-    Refused(Answer),
-}
-
-impl Applied {
-    pub fn body(&self) -> Value {
-        match self {
-            Self::Applied(a) => json!({ "outcome": "applied", "answer": a.body }),
-            Self::Duplicate(a) => json!({ "outcome": "duplicate", "answer": a.body }),
-            Self::Refused(a) => json!({ "outcome": "refused", "error": a.body }),
-        }
-    }
-}
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::invalid("invalid_command", e.to_string())
@@ -41,23 +23,16 @@ fn quantity(n: i64) -> Result<stockroom_domain::Quantity, ApiError> {
     fields::quantity(&n.into(), "quantity")
 }
 
-/// The same checks as `POST /v1/reservations`: the command's hold goes through the API's own conversion.
+/// The same checks as `POST /v1/reservations`: both go through `fields::hold_request`.
 fn hold_request(h: &cmd::Hold) -> Result<HoldRequest, ApiError> {
-    let body = stockroom_reservations::ReservationBody {
-        reservation_id: Some(h.reservation_id.clone()),
-        lines: h
-            .lines
-            .iter()
-            .map(|l| stockroom_reservations::LineBody {
-                sku: l.sku.clone(),
-                quantity: l.quantity.into(),
-                location: l.location.clone(),
-            })
-            .collect(),
-        ttl_seconds: h.ttl_seconds.map(Into::into),
-        reference: h.reference.clone(),
-    };
-    HoldRequest::try_from(&body)
+    let quantities: Vec<serde_json::Number> = h.lines.iter().map(|l| l.quantity.into()).collect();
+    let lines: Vec<HoldLineInput<'_>> = h
+        .lines
+        .iter()
+        .zip(&quantities)
+        .map(|(l, quantity)| HoldLineInput { sku: &l.sku, quantity, location: l.location.as_deref() })
+        .collect();
+    fields::hold_request(&lines, h.ttl_seconds.map(Into::into).as_ref(), h.reference.as_deref())
 }
 
 /// The same checks as `POST /v1/adjustments`: the command's change goes through the API's own conversion.
@@ -145,8 +120,9 @@ pub fn decode(env: &Envelope) -> Result<(Command, String), ApiError> {
 }
 
 /// Applies one command exactly once: the same key answers as the first time did, a refusal is acknowledged
-/// (and leaves as a `reservation.refused` event), a command ahead of its predecessor is "not yet" (503).
-pub async fn apply(store: &dyn Store, env: &Envelope) -> Result<Applied, ApiError> {
+/// (and leaves as a `reservation.refused` event), a command ahead of its predecessor is "not yet" (503). The
+/// answer for the sender: `{"outcome": "applied" | "duplicate" | "refused", ...}`.
+pub async fn apply(ledger: &dyn Ledger, env: &Envelope) -> Result<Value, ApiError> {
     let (command, key) = decode(env)?;
     let mut hash = Sha256::new();
     hash.update(env.ty.as_bytes());
@@ -154,21 +130,5 @@ pub async fn apply(store: &dyn Store, env: &Envelope) -> Result<Applied, ApiErro
     hash.update(env.data.to_string());
     let idem = Idempotency { key, request_hash: hex::encode(hash.finalize()) };
     let delivery = Delivery { command_type: env.ty.clone(), command_id: format!("{}#{}", env.source, env.id) };
-    let answer = store.execute(command, Some(idem), Some(delivery)).await?;
-    Ok(if answer.replayed {
-        Applied::Duplicate(answer)
-    } else if answer.is_success() {
-        Applied::Applied(answer)
-    } else if answer.body["error"] == "idempotency_in_progress" {
-        // Another delivery of the same command is being applied right now: let the sender come back.
-        return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "in_progress",
-            "the same command is being applied",
-        ));
-    } else if answer.body["error"] == "idempotency_mismatch" {
-        return Err(ApiError::invalid("idempotency_mismatch", "this command's key was used with other data"));
-    } else {
-        Applied::Refused(answer)
-    })
+    stockroom_runtime::delivered(ledger.execute(command, Some(idem), Some(delivery)).await?)
 }

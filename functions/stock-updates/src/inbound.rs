@@ -20,8 +20,7 @@ fn acknowledged(body: Value) -> Response {
 }
 
 async fn apply(services: &Services, env: &Envelope) -> Result<Value, ApiError> {
-    let applied = commands::apply(services.store.as_ref(), env).await?;
-    Ok(applied.body())
+    commands::apply(services.ledger().as_ref(), env).await
 }
 
 async fn one_event(services: &Services, e: &IncomingEvent) -> Result<Value, ApiError> {
@@ -34,7 +33,7 @@ async fn one_event(services: &Services, e: &IncomingEvent) -> Result<Value, ApiE
             let o = events::storage_object(e)?;
             let file = CountsFile { bucket: o.bucket, name: o.name, generation: o.generation, size: o.size };
             // Recorded durably for the reconciler; the file itself is read when it runs.
-            let new = services.store.record_counts_file(file.clone()).await?;
+            let new = services.counts_files().record_counts_file(file.clone()).await?;
             Ok(json!({ "outcome": if new { "recorded" } else { "duplicate" }, "file": file }))
         }
         _ => {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Number;
 use stockroom_domain::{Change, ChangeOp};
 use stockroom_runtime::{ApiError, JsonBody, Services, fields, idempotency, idempotency_key, ok, respond};
-use stockroom_store::{Command, LocationRecord, MovementFilter, MovementPage, Policy, PolicyUpdate, StockView, Store};
+use stockroom_store::{Command, Ledger, LocationRecord, MovementFilter, MovementPage, Policy, PolicyUpdate, StockView};
 use utoipa::OpenApi;
 
 /// Changes in one adjustment batch at most.
@@ -34,7 +34,7 @@ pub fn queued_handler() -> stockroom_runtime::worker::Handler {
     Arc::new(|services: Services, c: stockroom_store::QueuedCommand| {
         Box::pin(async move {
             let envelope = commands::Envelope { ty: c.ty, source: c.source, id: c.id, data: c.data };
-            commands::apply(services.store.as_ref(), &envelope).await.map(|_| ())
+            commands::apply(services.ledger().as_ref(), &envelope).await.map(|_| ())
         })
     })
 }
@@ -85,7 +85,7 @@ pub struct LocationBody {
     responses((status = 200, body = LocationRecord, description = "updated"), (status = 201, body = LocationRecord, description = "created"),
                (status = 422, description = "invalid")))]
 async fn put_location(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     Path(location): Path<String>,
     body: JsonBody<LocationBody>,
 ) -> Result<Response, ApiError> {
@@ -98,14 +98,14 @@ async fn put_location(
     if !(0..=PRIORITY_MAX).contains(&priority) {
         return Err(ApiError::invalid("invalid_priority", format!("priority must be 0 to {PRIORITY_MAX}")));
     }
-    let (record, created) = store.put_location(location, name, priority).await?;
+    let (record, created) = ledger.put_location(location, name, priority).await?;
     Ok(ok(if created { StatusCode::CREATED } else { StatusCode::OK }, &record))
 }
 
 /// Every location, in sourcing order.
 #[utoipa::path(get, path = "/v1/locations", tag = "stock", responses((status = 200, body = Object, description = "`{\"locations\": [...]}`")))]
-async fn list_locations(State(store): State<Arc<dyn Store>>) -> Result<Response, ApiError> {
-    let locations = store.locations().await?;
+async fn list_locations(State(ledger): State<Arc<dyn Ledger>>) -> Result<Response, ApiError> {
+    let locations = ledger.locations().await?;
     Ok(ok(StatusCode::OK, &serde_json::json!({ "locations": locations })))
 }
 
@@ -163,7 +163,7 @@ impl TryFrom<&ChangeBody> for Change {
     responses((status = 200, description = "`{\"levels\": [...]}`"), (status = 400, description = "missing Idempotency-Key or malformed JSON"),
               (status = 409, description = "on_hand_mismatch or idempotency_in_progress"), (status = 422, description = "invalid")))]
 async fn adjust(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     headers: HeaderMap,
     body: JsonBody<AdjustmentBody>,
 ) -> Result<Response, ApiError> {
@@ -180,15 +180,15 @@ async fn adjust(
     let changes = changes.iter().map(Change::try_from).collect::<Result<Vec<_>, _>>()?;
     let idem = idempotency(key, &Method::POST, "/v1/adjustments", &body.raw)?;
     let command = Command::Adjust { changes, cause: format!("adjustment:{key}") };
-    Ok(respond(store.execute(command, Some(idem), None).await?))
+    Ok(respond(ledger.execute(command, Some(idem), None).await?))
 }
 
 /// Stock of one SKU at every location, and in total.
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", params(("sku" = String, Path)),
     responses((status = 200, body = StockView), (status = 404, description = "unknown_sku"), (status = 422, description = "invalid_sku")))]
-async fn stock_one(State(store): State<Arc<dyn Store>>, Path(sku): Path<String>) -> Result<Response, ApiError> {
+async fn stock_one(State(ledger): State<Arc<dyn Ledger>>, Path(sku): Path<String>) -> Result<Response, ApiError> {
     let sku = fields::sku(&sku)?;
-    let mut found = store.stock(std::slice::from_ref(&sku), chrono::Utc::now()).await?;
+    let mut found = ledger.stock(std::slice::from_ref(&sku)).await?;
     match found.pop() {
         Some(view) => Ok(ok(StatusCode::OK, &view)),
         None => Err(ApiError::not_found("unknown_sku", format!("no stock has ever been recorded for {sku}"))
@@ -206,10 +206,10 @@ pub struct StockQuery {
 #[utoipa::path(get, path = "/v1/stock", tag = "stock", params(StockQuery),
     responses((status = 200, body = Vec<StockView>), (status = 422, description = "invalid or too many skus")))]
 async fn stock_many(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     query: Result<Query<StockQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_query("invalid_query", e.body_text()))?;
     let raw = query.skus.unwrap_or_default();
     let names: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if names.is_empty() || names.len() > STOCK_SKUS_MAX {
@@ -219,7 +219,7 @@ async fn stock_many(
         ));
     }
     let skus = names.iter().map(|s| fields::sku(s)).collect::<Result<Vec<_>, _>>()?;
-    let views = store.stock(&skus, chrono::Utc::now()).await?;
+    let views = ledger.stock(&skus).await?;
     Ok(ok(StatusCode::OK, &views))
 }
 
@@ -237,17 +237,19 @@ pub struct MovementQuery {
 #[utoipa::path(get, path = "/v1/movements", tag = "stock", params(MovementQuery),
     responses((status = 200, body = MovementPage), (status = 422, description = "invalid filter")))]
 async fn movements(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     query: Result<Query<MovementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_query("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(MOVEMENTS_LIMIT_DEFAULT);
     if !(1..=MOVEMENTS_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {MOVEMENTS_LIMIT_MAX}")));
+        return Err(ApiError::bad_query("invalid_limit", format!("limit must be 1 to {MOVEMENTS_LIMIT_MAX}")));
     }
     let after = match q.after.filter(|a| !a.is_empty()) {
         Some(a) if a.len() <= 64 && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => Some(a),
-        Some(_) => return Err(ApiError::invalid("invalid_cursor", "after must be a movement id from a previous page")),
+        Some(_) => {
+            return Err(ApiError::bad_query("invalid_cursor", "after must be a movement id from a previous page"));
+        }
         None => None,
     };
     let filter = MovementFilter {
@@ -256,7 +258,7 @@ async fn movements(
         after,
         limit,
     };
-    Ok(ok(StatusCode::OK, &store.movements(&filter).await?))
+    Ok(ok(StatusCode::OK, &ledger.movements(&filter).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -284,7 +286,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Numbe
 #[utoipa::path(put, path = "/v1/skus/{sku}/policy", tag = "stock", params(("sku" = String, Path)), request_body = PolicyBody,
     responses((status = 200, body = Policy), (status = 422, description = "invalid")))]
 async fn put_policy(
-    State(store): State<Arc<dyn Store>>,
+    State(ledger): State<Arc<dyn Ledger>>,
     Path(sku): Path<String>,
     body: JsonBody<PolicyBody>,
 ) -> Result<Response, ApiError> {
@@ -298,5 +300,5 @@ async fn put_policy(
         reorder_point: optional(&b.reorder_point, "reorder_point")?,
         safety_stock: b.safety_stock.as_ref().map(|n| fields::level(n, "safety_stock")).transpose()?,
     };
-    Ok(ok(StatusCode::OK, &store.put_policy(sku, update).await?))
+    Ok(ok(StatusCode::OK, &ledger.put_policy(sku, update).await?))
 }

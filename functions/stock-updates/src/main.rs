@@ -12,12 +12,17 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cli = Cli::parse();
-    let handler = Some(stockroom_stock_updates::queued_handler());
+    // Its own outbox, and the commands the webhooks function queued (locally; in the cloud they come by push).
+    let background = stockroom_runtime::Background {
+        relay: true,
+        commands: Some(stockroom_stock_updates::queued_handler()),
+        ..Default::default()
+    };
     stockroom_runtime::serve_function(
         "stock-updates",
         cli.settings,
         stockroom_stock_updates::router,
-        handler,
+        background,
         stockroom_gcp::with_pubsub,
     )
     .await

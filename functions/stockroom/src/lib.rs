@@ -41,7 +41,7 @@ pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) 
         .merge(stockroom_webhooks::router(services.clone(), webhooks))
         .merge(stockroom_aggregator::api_router(services.clone()))
         .merge(stockroom_runtime::stream::router(services.clone()))
-        .merge(stockroom_runtime::health::router(services.store))
+        .merge(stockroom_runtime::health::router(services.ping()))
         .merge(dashboard::router())
         .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
     with_edges(routes, &settings.limits())
@@ -59,7 +59,7 @@ pub async fn serve(
     // The chain, in-process as in the cloud: webhooks queue commands, stock-updates' handler applies them,
     // the ledger's outbox is relayed through the aggregator (analytics) to the live feed.
     let services = stockroom_aggregator::aggregate_locally(services);
-    settings.start_background(&services, Some(stockroom_stock_updates::queued_handler()));
+    settings.start_background(&services, stockroom_runtime::Background::all(stockroom_stock_updates::queued_handler()));
     let app = app(services, &settings, &webhooks);
     tracing::info!(address = %listener.local_addr()?, database = %redact(&settings.database_url), "stockroom serving");
     run(listener, app, shutdown, Duration::from_secs(settings.drain_seconds)).await?;

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use serde::Deserialize;
 use serde_json::json;
-use stockroom_runtime::{ApiError, JsonBody, RawBody, Services, fields, ok};
+use stockroom_runtime::{ApiError, Fault, JsonBody, RawBody, Services, fields, ok};
 use stockroom_store::QueuedCommand;
 use utoipa::OpenApi;
 
@@ -60,7 +60,7 @@ pub fn router(services: Services, settings: &WebhookSettings) -> Router {
 pub struct ApiDoc;
 
 fn unauthorized(reason: &'static str) -> Response {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the webhook signature does not verify")
+    ApiError::new(Fault::Unauthorized, "unauthorized", "the webhook signature does not verify")
         .with_details(json!({ "reason": reason }))
         .into_response()
 }
@@ -97,7 +97,7 @@ async fn shopify_webhook(
         Ok(commands) => commands,
         Err(shopify::WebhookError::Encode { message }) => {
             tracing::error!(message, "could not encode a command");
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode a command"));
+            return Err(ApiError::new(Fault::Internal, "internal", "could not encode a command"));
         }
         // Retrying would not help, and Shopify must not retry forever: acknowledge, and say why.
         Err(e) => {
@@ -135,7 +135,7 @@ async fn inventory_mapping(state: &WebhookState, body: &[u8]) -> Result<Option<(
         return Ok(None); // the pure part reports the bad payload
     };
     let (item, location) = (ids.inventory_item_id.0, ids.location_id.0);
-    match state.services.store.shopify_mapping(&item.to_string(), &location.to_string()).await? {
+    match state.services.external_ids().shopify_mapping(&item.to_string(), &location.to_string()).await? {
         (Some(sku), Some(loc)) => Ok(Some((item, location, sku.to_string(), loc.to_string()))),
         _ => Ok(None),
     }
@@ -164,7 +164,7 @@ async fn put_item(
 ) -> Result<Response, ApiError> {
     let id = shopify_id(&id)?;
     let sku = fields::sku(&body.value.sku)?;
-    state.services.store.put_shopify_item(id.clone(), sku.clone()).await?;
+    state.services.external_ids().put_shopify_item(id.clone(), sku.clone()).await?;
     Ok(ok(StatusCode::OK, &json!({ "inventory_item_id": id, "sku": sku })))
 }
 
@@ -185,6 +185,6 @@ async fn put_location(
 ) -> Result<Response, ApiError> {
     let id = shopify_id(&id)?;
     let location = fields::location(&body.value.location)?;
-    state.services.store.put_shopify_location(id.clone(), location.clone()).await?;
+    state.services.external_ids().put_shopify_location(id.clone(), location.clone()).await?;
     Ok(ok(StatusCode::OK, &json!({ "location_id": id, "location": location })))
 }

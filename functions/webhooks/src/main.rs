@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "webhooks",
         cli.settings,
         move |s| stockroom_webhooks::router(s, &webhooks),
-        None,
+        stockroom_runtime::Background::default(),
         stockroom_gcp::with_pubsub,
     )
     .await

@@ -1,4 +1,5 @@
-//! Named refusals: every way the ledger says no to a well-formed request.
+//! Named refusals: every way the ledger says no to a well-formed request. How a refusal is told over HTTP (its
+//! status) is the edge's business; its code and message are the ledger's.
 
 use serde::Serialize;
 
@@ -34,6 +35,10 @@ pub enum Refusal {
     DuplicateLine { sku: Sku },
     #[error("a figure would leave the range of whole units")]
     QuantityOverflow,
+    #[error("no reservation {reservation_id}")]
+    UnknownReservation { reservation_id: ReservationId },
+    #[error("reservation {reservation_id} already exists with another request")]
+    ReservationExists { reservation_id: ReservationId },
 }
 
 impl Refusal {
@@ -50,20 +55,8 @@ impl Refusal {
             Self::CommitExceedsHeld { .. } => "commit_exceeds_held",
             Self::DuplicateLine { .. } => "duplicate_line",
             Self::QuantityOverflow => "quantity_overflow",
-        }
-    }
-
-    /// The HTTP status the contract gives this refusal.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::InsufficientStock { .. } | Self::OnHandMismatch { .. } | Self::InvalidState { .. } => 409,
-            Self::ReservationExpired { .. } => 410,
-            Self::NegativeOnHand { .. }
-            | Self::UnknownLocation { .. }
-            | Self::LineNotInReservation { .. }
-            | Self::CommitExceedsHeld { .. }
-            | Self::DuplicateLine { .. }
-            | Self::QuantityOverflow => 422,
+            Self::UnknownReservation { .. } => "unknown_reservation",
+            Self::ReservationExists { .. } => "reservation_exists",
         }
     }
 }

@@ -18,8 +18,8 @@ use stockroom_domain::analytics::{Bucket, Health, HealthStatus, SalesPoint, TopS
 use stockroom_domain::{Sku, Timestamp};
 use stockroom_gcp::{BigQuery, BigQueryConfig, QueryParam};
 use stockroom_store::{
-    AnalyticsReader, AnalyticsSink, ObservedEvent, ObservedMovement, PolicyUpdate, SqlStore, Store, StoreError,
-    StoreSettings,
+    AnalyticsReader, AnalyticsRecorder, AnalyticsSink, Ledger, ManualClock, ObservedEvent, ObservedMovement,
+    PolicyUpdate, SqlStore, StoreError, StoreSettings,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -322,15 +322,17 @@ fn health_of<'a>(rows: &'a [Health], sku: &str) -> &'a Health {
 async fn bigquery_answers_as_the_embedded_store_does_for_the_same_events() {
     let bq = bigquery("parity").await;
     let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&StoreSettings::new(format!("sqlite://{}", dir.path().join("a.db").display())))
-        .await
-        .unwrap();
     let now = Utc::now().duration_trunc(TimeDelta::milliseconds(1)).unwrap();
+    let mut settings =
+        StoreSettings::new(format!("sqlite://{}", dir.path().join("a.db").display()), stockroom_runtime::render);
+    // The store records (and judges thresholds) at the same instant the events are laid out from.
+    settings.clock = std::sync::Arc::new(ManualClock::starting_at(now));
+    let store = SqlStore::connect(&settings).await.unwrap();
     let events = history(now);
 
     put_policies(&store, &bq, now).await;
     bq.write(&events).await.unwrap();
-    store.record_events(events, now).await.unwrap();
+    store.record_events(events).await.unwrap();
 
     // Stock health, over all locations and at each.
     let (bq_all, sql_all, asked_at) = both_health(&bq, &store, None).await;

@@ -15,13 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::error::ApiError;
+use crate::http::{ApiError, Fault};
 
 /// The only CloudEvents spec version accepted.
 pub const SPEC_VERSION: &str = "1.0";
@@ -133,22 +133,22 @@ impl EventError {
         }
     }
 
-    /// 400 (not a valid CloudEvent, push envelope or event payload), except:
-    /// - 415 for a batch where batches are not accepted, or an event format other than JSON: the request may be
-    ///   a perfectly valid CloudEvent, in a media type this endpoint does not take;
-    /// - 422 for a valid event of a type the caller cannot handle ("valid event, invalid command").
-    pub fn status(&self) -> StatusCode {
+    /// Malformed (not a valid CloudEvent, push envelope or event payload), except:
+    /// - an unsupported media type for a batch where batches are not accepted, or an event format other than
+    ///   JSON: the request may be a perfectly valid CloudEvent, in a media type this endpoint does not take;
+    /// - invalid for a valid event of a type the caller cannot handle ("valid event, invalid command").
+    pub fn fault(&self) -> Fault {
         match self {
-            Self::BatchNotAccepted | Self::UnsupportedEventFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::UnexpectedEventType { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
+            Self::BatchNotAccepted | Self::UnsupportedEventFormat(_) => Fault::UnsupportedMedia,
+            Self::UnexpectedEventType { .. } => Fault::Invalid,
+            _ => Fault::Malformed,
         }
     }
 }
 
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
-        ApiError::new(e.status(), e.code(), e.to_string())
+        ApiError::new(e.fault(), e.code(), e.to_string())
     }
 }
 

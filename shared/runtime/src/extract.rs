@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use stockroom_store::{Answer, Idempotency};
+use stockroom_store::Idempotency;
 
-use crate::error::{ApiError, json_response};
+use crate::http::{ApiError, Fault, json_response};
 
 /// Bytes a JSON body may have. Set per router with `axum::extract::DefaultBodyLimit`, which this extractor
 /// honours; this is the fallback.
@@ -30,7 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             let essence = ct.split(';').next().unwrap_or_default().trim();
             if !(essence == "application/json" || essence.ends_with("+json")) {
                 return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    Fault::UnsupportedMedia,
                     "unsupported_media_type",
                     "send the body as application/json",
                 ));
@@ -50,7 +50,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
+                ApiError::new(Fault::TooLarge, "body_too_large", "the request body is too large")
             } else {
                 ApiError::bad_request("unreadable_body", "the request body could not be read")
             }
@@ -100,22 +100,10 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// Sends a store answer; a replayed one says so in `Idempotent-Replayed: true`.
-pub fn respond(answer: Answer) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &answer.body);
-    if answer.replayed {
-        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
-    }
-    response
-}
-
 /// A JSON 200 of any serialisable value.
 pub fn ok<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_value(value) {
         Ok(v) => json_response(status, &v),
-        Err(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "could not encode the answer").into_response()
-        }
+        Err(_) => ApiError::new(Fault::Internal, "internal", "could not encode the answer").into_response(),
     }
 }

@@ -3,9 +3,9 @@
 
 use serde_json::Number;
 use stockroom_domain::quantity::{check_delta, check_level};
-use stockroom_domain::{Location, Quantity, ReservationId, Sku};
+use stockroom_domain::{HoldLine, HoldRequest, Location, Quantity, ReservationId, Sku, Ttl};
 
-use crate::error::ApiError;
+use crate::http::ApiError;
 
 pub fn sku(raw: &str) -> Result<Sku, ApiError> {
     Sku::parse(raw).map_err(|e| ApiError::invalid("invalid_sku", e.to_string()))
@@ -50,3 +50,44 @@ pub fn text(raw: &str, field: &str, bytes_max: usize) -> Result<String, ApiError
 
 /// Longest reason, reference or name accepted.
 pub const TEXT_BYTES_MAX: usize = 256;
+
+/// Lines in one hold at most (`POST /v1/reservations`, hold and sell commands).
+pub const HOLD_LINES_MAX: usize = 100;
+
+/// One line of a hold as it arrives, from the API or a command.
+pub struct HoldLineInput<'a> {
+    pub sku: &'a str,
+    pub quantity: &'a Number,
+    pub location: Option<&'a str>,
+}
+
+/// A hold as it arrives, checked into the domain's request: the same checks whichever path brings it.
+pub fn hold_request(
+    lines: &[HoldLineInput<'_>],
+    ttl_seconds: Option<&Number>,
+    reference: Option<&str>,
+) -> Result<HoldRequest, ApiError> {
+    if lines.is_empty() || lines.len() > HOLD_LINES_MAX {
+        return Err(ApiError::invalid("invalid_lines", format!("send 1 to {HOLD_LINES_MAX} lines")));
+    }
+    let lines = lines
+        .iter()
+        .map(|l| {
+            Ok(HoldLine {
+                sku: sku(l.sku)?,
+                quantity: quantity(l.quantity, "quantity")?,
+                location: l.location.map(location).transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let ttl = match ttl_seconds {
+        None => Ttl::default(),
+        Some(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("ttl_seconds must be a whole number; got {n}"))
+            .and_then(Ttl::seconds)
+            .map_err(|m| ApiError::invalid("invalid_ttl", m))?,
+    };
+    let reference = reference.map(|r| text(r, "reference", TEXT_BYTES_MAX)).transpose()?;
+    Ok(HoldRequest { lines, ttl, reference })
+}

@@ -8,11 +8,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use stockroom_store::Store;
+use stockroom_store::Ping;
 
-use crate::error::json_response;
+use crate::http::{ApiError, Fault, json_response};
 
-pub fn router(store: Arc<dyn Store>) -> Router {
+pub fn router(store: Arc<dyn Ping>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -24,15 +24,12 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-async fn readyz(State(store): State<Arc<dyn Store>>) -> Response {
+async fn readyz(State(store): State<Arc<dyn Ping>>) -> Response {
     match store.ping().await {
         Ok(()) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
         Err(e) => {
             tracing::warn!(error = ?e, "not ready");
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({ "error": "not_ready", "message": "the store is not reachable" }),
-            )
+            ApiError::new(Fault::Unavailable, "not_ready", "the store is not reachable").into_response()
         }
     }
 }

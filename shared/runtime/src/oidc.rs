@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::error::ApiError;
+use crate::http::{ApiError, Fault};
 
 /// Where Google publishes the keys that sign its ID tokens.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -133,16 +133,10 @@ impl OidcError {
 impl IntoResponse for OidcError {
     fn into_response(self) -> Response {
         if self == Self::JwksUnavailable {
-            let mut response = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "cannot check the token right now; retry",
-            )
-            .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return ApiError::new(Fault::Unavailable, "unavailable", "cannot check the token right now; retry")
+                .into_response();
         }
-        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
+        let mut response = ApiError::new(Fault::Unauthorized, "unauthorized", self.to_string())
             .with_details(json!({ "reason": self.code() }))
             .into_response();
         response

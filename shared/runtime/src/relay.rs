@@ -14,7 +14,7 @@ pub async fn relay(services: &Services, rounds_max: usize) -> Result<usize, stoc
     let _one_at_a_time = services.relay_lock.lock().await;
     let mut total = 0;
     for _ in 0..rounds_max {
-        let events = services.store.unpublished(RELAY_BATCH_MAX).await?;
+        let events = services.outbox().unpublished(RELAY_BATCH_MAX).await?;
         if events.is_empty() {
             break;
         }
@@ -22,7 +22,7 @@ pub async fn relay(services: &Services, rounds_max: usize) -> Result<usize, stoc
             Ok(()) => (events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), None),
             Err(e) => (e.published, Some(e.reason)),
         };
-        services.store.mark_published(&published).await?;
+        services.outbox().mark_published(&published).await?;
         total += published.len();
         if let Some(reason) = failed {
             tracing::warn!(reason, published = published.len(), "publishing stopped part way; the rest waits");
@@ -58,7 +58,7 @@ pub fn spawn_expiry(services: Services, interval: Duration) -> tokio::task::Join
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            if let Err(e) = services.store.expire_due(EXPIRE_ROUND_MAX, None).await {
+            if let Err(e) = services.ledger().expire_due(EXPIRE_ROUND_MAX, None).await {
                 tracing::warn!(error = ?e, "booking lapsed holds failed; retrying");
             }
         }

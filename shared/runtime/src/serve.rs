@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::http::{ApiError, Fault};
 
 /// Bounds on what one request may cost.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub fn with_edges(router: Router, limits: &Limits) -> Router {
     router
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+            ApiError::new(Fault::MethodNotAllowed, "method_not_allowed", "this route does not take that method")
         })
         .layer(DefaultBodyLimit::max(limits.body_bytes_max))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))

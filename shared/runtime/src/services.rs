@@ -6,7 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::extract::FromRef;
 use serde_json::Value;
-use stockroom_store::{AnalyticsReader, AnalyticsSink, OutboxEvent, QueuedCommand, Store, StoreError};
+use stockroom_store::{
+    AnalyticsReader, AnalyticsRecorder, AnalyticsSink, Clock, CommandInbox, CountsFiles, ExternalIds, Ledger, Outbox,
+    OutboxEvent, Ping, QueuedCommand, Store, StoreError,
+};
 use tokio::sync::broadcast;
 
 use crate::oidc::OidcVerifier;
@@ -19,7 +22,7 @@ pub trait CommandBus: Send + Sync + 'static {
 }
 
 /// The local command bus: the store's command inbox, drained by [`crate::worker`].
-pub struct QueueBus(pub Arc<dyn Store>);
+pub struct QueueBus(pub Arc<dyn CommandInbox>);
 
 #[async_trait]
 impl CommandBus for QueueBus {
@@ -81,7 +84,10 @@ impl EventSink for Broadcast {
 
 #[derive(Clone)]
 pub struct Services {
+    /// Every port of the store; handlers take the one they need (`State<Arc<dyn Ledger>>`, …).
     pub store: Arc<dyn Store>,
+    /// Where "now" comes from, for handlers as for the store (tests move it).
+    pub clock: Arc<dyn Clock>,
     pub commands: Arc<dyn CommandBus>,
     pub events: Arc<dyn EventSink>,
     /// Where `/v1/analytics/*` reads: the store's own tables, or BigQuery in the cloud.
@@ -98,9 +104,10 @@ pub struct Services {
 
 impl Services {
     /// Everything in-process over one store: commands through its queue, events to the live feed.
-    pub fn local(store: Arc<dyn Store>) -> Self {
+    pub fn local(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         let live = Broadcast::default();
         Self {
+            clock,
             commands: Arc::new(QueueBus(store.clone())),
             events: Arc::new(live.clone()),
             analytics: store.clone(),
@@ -113,9 +120,54 @@ impl Services {
     }
 }
 
-impl FromRef<Services> for Arc<dyn Store> {
+impl Services {
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        self.store.clone()
+    }
+
+    pub fn inbox(&self) -> Arc<dyn CommandInbox> {
+        self.store.clone()
+    }
+
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
+        self.store.clone()
+    }
+
+    pub fn external_ids(&self) -> Arc<dyn ExternalIds> {
+        self.store.clone()
+    }
+
+    pub fn counts_files(&self) -> Arc<dyn CountsFiles> {
+        self.store.clone()
+    }
+
+    pub fn recorder(&self) -> Arc<dyn AnalyticsRecorder> {
+        self.store.clone()
+    }
+
+    pub fn ping(&self) -> Arc<dyn Ping> {
+        self.store.clone()
+    }
+}
+
+/// Handlers take the port they need as their state.
+macro_rules! port_from_services {
+    ($($port:ident => $get:ident),+ $(,)?) => {
+        $(
+            impl FromRef<Services> for Arc<dyn $port> {
+                fn from_ref(s: &Services) -> Self {
+                    s.$get()
+                }
+            }
+        )+
+    };
+}
+
+port_from_services!(Ledger => ledger, ExternalIds => external_ids, CountsFiles => counts_files);
+
+impl FromRef<Services> for Arc<dyn Clock> {
     fn from_ref(s: &Services) -> Self {
-        s.store.clone()
+        s.clock.clone()
     }
 }
 

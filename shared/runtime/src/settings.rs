@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use stockroom_store::{SqlStore, Store, StoreSettings};
+use stockroom_store::{Clock, SqlStore, Store, StoreSettings, SystemClock};
 
 use crate::oidc::{OidcConfig, OidcVerifier};
 use crate::services::Services;
@@ -85,6 +85,9 @@ pub struct Settings {
     pub pubsub_events_topic: String,
     #[arg(long, env = "STOCKROOM_PUBSUB_COMMANDS_TOPIC", default_value = "inventory-commands")]
     pub pubsub_commands_topic: String,
+    /// Where time comes from: the wall clock, unless a test hands in one it moves.
+    #[arg(skip)]
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Settings {
@@ -127,11 +130,13 @@ impl Settings {
             pubsub_project: None,
             pubsub_events_topic: "inventory-events".into(),
             pubsub_commands_topic: "inventory-commands".into(),
+            clock: None,
         }
     }
 
     pub fn store(&self) -> StoreSettings {
-        let mut s = StoreSettings::new(self.database_url.clone());
+        let mut s = StoreSettings::new(self.database_url.clone(), crate::http::render);
+        s.clock = self.clock();
         s.pool_max = self.db_pool_max;
         s.acquire_timeout_ms = self.db_acquire_timeout_ms;
         s.batch_max = self.sqlite_batch_max;
@@ -148,13 +153,18 @@ impl Settings {
         }
     }
 
+    /// The clock every part of the process reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock))
+    }
+
     pub async fn connect(&self) -> Result<Arc<dyn Store>, stockroom_store::StoreError> {
         Ok(Arc::new(SqlStore::connect(&self.store()).await?))
     }
 
     /// The store, the in-process buses and the token check, built once for the process.
     pub async fn services(&self) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
-        let mut services = Services::local(self.connect().await?);
+        let mut services = Services::local(self.connect().await?, self.clock());
         if let Some(audience) = self.oidc_audience.as_deref().filter(|a| !a.is_empty()) {
             let mut config = OidcConfig::new(audience, OidcConfig::parse_emails(&self.oidc_emails));
             config.jwks_url = self.oidc_jwks_url.clone();
@@ -164,19 +174,37 @@ impl Settings {
         Ok(services)
     }
 
-    /// Starts the background relay and command worker, as configured.
-    pub fn start_background(&self, services: &Services, handler: Option<crate::worker::Handler>) {
-        if self.relay_interval_ms > 0 {
+    /// Starts the loops `background` asks for, each at its configured interval (0 turns one off).
+    pub fn start_background(&self, services: &Services, background: Background) {
+        if background.relay && self.relay_interval_ms > 0 {
             crate::relay::spawn(services.clone(), Duration::from_millis(self.relay_interval_ms));
         }
-        if self.expire_interval_ms > 0 {
+        if background.expiry && self.expire_interval_ms > 0 {
             crate::relay::spawn_expiry(services.clone(), Duration::from_millis(self.expire_interval_ms));
         }
-        if let Some(handler) = handler
+        if let Some(handler) = background.commands
             && self.commands_interval_ms > 0
         {
             crate::worker::spawn(services.clone(), handler, Duration::from_millis(self.commands_interval_ms));
         }
+    }
+}
+
+/// The loops a function runs beside its routes; each function asks only for its own.
+#[derive(Default)]
+pub struct Background {
+    /// Publishes the outbox: for functions that write to it (stock-updates, reservations, the aggregator).
+    pub relay: bool,
+    /// Books lapsed holds as expired (reservations).
+    pub expiry: bool,
+    /// Drains the local command queue with this handler (stock-updates).
+    pub commands: Option<crate::worker::Handler>,
+}
+
+impl Background {
+    /// Everything: the whole suite in one process.
+    pub fn all(handler: crate::worker::Handler) -> Self {
+        Self { relay: true, expiry: true, commands: Some(handler) }
     }
 }
 
@@ -189,15 +217,14 @@ pub async fn serve_function(
     name: &str,
     settings: Settings,
     router: impl FnOnce(Services) -> Router,
-    handler: Option<crate::worker::Handler>,
+    background: Background,
     wire: Wire,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     crate::logging::init(settings.project.clone());
     // `wire` swaps in the cloud's buses (Pub/Sub) where configured; see stockroom_gcp::with_pubsub.
     let services = wire(settings.services().await?, &settings)?;
-    settings.start_background(&services, handler);
-    let app =
-        with_edges(router(services.clone()).merge(crate::health::router(services.store.clone())), &settings.limits());
+    settings.start_background(&services, background);
+    let app = with_edges(router(services.clone()).merge(crate::health::router(services.ping())), &settings.limits());
     let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
     tracing::info!(function = name, address = %listener.local_addr()?, "listening");
     run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;

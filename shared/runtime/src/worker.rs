@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use stockroom_store::{COMMAND_ATTEMPTS_MAX, QueuedCommand, Settled};
 
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::services::Services;
 
 /// Applies one queued command (stock-updates' `commands::apply`).
@@ -27,24 +27,20 @@ fn backoff_ms(attempts: i64) -> i64 {
 
 /// One round: every due command, in queue order; how many were taken.
 pub async fn drain(services: &Services, handler: &Handler) -> Result<usize, stockroom_store::StoreError> {
-    let due = services.store.due_commands(COMMANDS_BATCH_MAX).await?;
+    let due = services.inbox().due_commands(COMMANDS_BATCH_MAX).await?;
     for command in &due {
         let settled = match handler(services.clone(), command.clone()).await {
             Ok(()) => Settled::Done,
-            Err(e @ (ApiError::Store(_) | ApiError::Timeout)) if command.attempts + 1 < COMMAND_ATTEMPTS_MAX => {
+            // Ours, or not yet: try again later. A client fault would fail the same way every time.
+            Err(e) if e.status().is_server_error() && command.attempts + 1 < COMMAND_ATTEMPTS_MAX => {
                 Settled::RetryAfterMs(backoff_ms(command.attempts), format!("{e:?}"))
-            }
-            Err(ApiError::Client { status, .. })
-                if status.is_server_error() && command.attempts + 1 < COMMAND_ATTEMPTS_MAX =>
-            {
-                Settled::RetryAfterMs(backoff_ms(command.attempts), format!("{status}"))
             }
             Err(e) => {
                 tracing::error!(command = %command.id, ty = %command.ty, error = ?e, "command parked: it cannot be applied");
                 Settled::Dead(format!("{e:?}"))
             }
         };
-        services.store.settle(&command.id, settled).await?;
+        services.inbox().settle(&command.id, settled).await?;
     }
     Ok(due.len())
 }

@@ -69,6 +69,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock, moved ahead when a test says so: time still passes on its own, and a test jumps over what it
+/// would otherwise wait for (a hold's expiry, a lease).
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    ahead_micros: AtomicI64,
+}
+
+impl OffsetClock {
+    pub fn advance(&self, by: std::time::Duration) {
+        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.ahead_micros.fetch_add(us, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        let ahead = chrono::TimeDelta::microseconds(self.ahead_micros.load(Ordering::SeqCst));
+        micros(chrono::Utc::now() + ahead)
+    }
+}
+
 /// `t` cut to whole microseconds.
 pub fn micros(t: Timestamp) -> Timestamp {
     chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)

@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use stockroom_domain::analytics::{Bucket, Health, SalesPoint, TopSeller, Window};
 use stockroom_domain::{Levels, Location, MovementKind, ReservationId, Sku, Timestamp};
 
-use crate::Store;
 use crate::analytics::{AnalyticsReader, ObservedEvent, Recorded};
-use crate::answer::Answer;
 use crate::backend::{self, Backend};
 use crate::clock::{Clock, Ids, SystemClock, UuidV7};
 use crate::error::StoreError;
@@ -18,6 +16,8 @@ use crate::model::{
     Command, CountsFile, Delivery, Idempotency, LocationRecord, MovementFilter, MovementPage, MovementRow, OutboxEvent,
     Policy, PolicyUpdate, QueuedCommand, ReservationView, Settled, StockView,
 };
+use crate::outcome::{Answer, Effect, Outcome, Render};
+use crate::ports::{AnalyticsRecorder, CommandInbox, CountsFiles, ExternalIds, Ledger, Outbox, Ping};
 use crate::sql::{Conn, Dialect, analytics, ledger, list, query, queues, schema};
 
 /// Tuning, each with its unit. Defaults suit one small machine.
@@ -44,10 +44,12 @@ pub struct StoreSettings {
     pub ids: Arc<dyn Ids>,
     /// Migrate no further than this migration (upgrade tests start from an old schema); the newest when unset.
     pub schema_target: Option<String>,
+    /// How outcomes become the answers stored for replays (the edge's rendering).
+    pub render: Render,
 }
 
 impl StoreSettings {
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, render: Render) -> Self {
         Self {
             url: url.into(),
             pool_max: 16,
@@ -59,6 +61,7 @@ impl StoreSettings {
             clock: Arc::new(SystemClock),
             ids: Arc::new(UuidV7),
             schema_target: None,
+            render,
         }
     }
 }
@@ -67,6 +70,7 @@ impl StoreSettings {
 pub(crate) struct Ctx {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
+    pub render: Render,
 }
 
 /// The ledger over SQL. Cheap to clone.
@@ -97,7 +101,7 @@ pub(crate) enum Done {
     Claim(ledger::Claim),
     Flag(bool),
     Unit,
-    Answer(Answer),
+    Outcome(Outcome),
     Location(LocationRecord, bool),
     Policy(Policy),
     Recorded(Recorded),
@@ -125,7 +129,7 @@ impl Job {
             }
             Work::Execute(command, claim, delivery) => {
                 let claim = claim.as_ref().map(|(k, t)| (k.as_str(), t.as_str()));
-                Done::Answer(ledger::execute(c, ctx, command, claim, delivery.as_ref()).await?)
+                Done::Outcome(ledger::execute(c, ctx, command, claim, delivery.as_ref()).await?)
             }
             Work::Enqueue(commands) => {
                 queues::enqueue(c, commands, now).await?;
@@ -178,7 +182,7 @@ impl SqlStore {
         };
         schema::migrate(&mut *setup, &settings.ids.next_id(), settings.schema_target.as_deref()).await?;
         drop(setup);
-        let ctx = Arc::new(Ctx { clock: settings.clock.clone(), ids: settings.ids.clone() });
+        let ctx = Arc::new(Ctx { clock: settings.clock.clone(), ids: settings.ids.clone(), render: settings.render });
         Ok(Self { backend, ctx, claim_lease_seconds: settings.claim_lease_seconds.max(1) })
     }
 
@@ -202,12 +206,12 @@ impl SqlStore {
         }
     }
 
-    /// Takes the idempotency key, if any: `Ok(claim)` to go ahead, `Err(answer)` when the answer is already
+    /// Takes the idempotency key, if any: `Ok(claim)` to go ahead, `Err(outcome)` when the outcome is already
     /// known (a replay, a mismatch, or another attempt still running).
     async fn claim(
         &self,
         idempotency: Option<Idempotency>,
-    ) -> Result<Result<Option<(String, String)>, Answer>, StoreError> {
+    ) -> Result<Result<Option<(String, String)>, Outcome>, StoreError> {
         let Some(idem) = idempotency else {
             return Ok(Ok(None));
         };
@@ -215,9 +219,9 @@ impl SqlStore {
         let key = idem.key.clone();
         Ok(match self.write(Work::Claim(idem, token, self.claim_lease_seconds)).await? {
             Done::Claim(ledger::Claim::Claimed(token)) => Ok(Some((key, token))),
-            Done::Claim(ledger::Claim::Replay(answer)) => Err(answer),
-            Done::Claim(ledger::Claim::Mismatch) => Err(Answer::idempotency_mismatch()),
-            Done::Claim(ledger::Claim::InProgress) => Err(Answer::idempotency_in_progress()),
+            Done::Claim(ledger::Claim::Replay(answer)) => Err(Outcome::Replayed(answer)),
+            Done::Claim(ledger::Claim::Mismatch) => Err(Outcome::Mismatch),
+            Done::Claim(ledger::Claim::InProgress) => Err(Outcome::InProgress),
             _ => return Err(unexpected()),
         })
     }
@@ -238,8 +242,10 @@ impl SqlStore {
         let due = ledger::due_reservations(&mut *self.backend.reader().await?, self.now(), limit).await?;
         let mut booked = 0;
         for id in due {
-            let answer = self.execute(Command::Expire { id }, None, None).await?;
-            if answer.body.get("status").and_then(|s| s.as_str()) == Some("expired") {
+            let outcome = self.execute(Command::Expire { id }, None, None).await?;
+            if let Outcome::Done(Effect::Reservation { view, .. }) = outcome
+                && view.status == stockroom_domain::ReservationStatus::Expired
+            {
                 booked += 1;
             }
         }
@@ -344,14 +350,17 @@ impl AnalyticsReader for SqlStore {
 }
 
 #[async_trait]
-impl Store for SqlStore {
-    async fn record_events(&self, events: Vec<ObservedEvent>, now: Timestamp) -> Result<Recorded, StoreError> {
-        match self.write(Work::Record(events, now)).await? {
+impl AnalyticsRecorder for SqlStore {
+    async fn record_events(&self, events: Vec<ObservedEvent>) -> Result<Recorded, StoreError> {
+        match self.write(Work::Record(events, self.now())).await? {
             Done::Recorded(r) => Ok(r),
             _ => Err(unexpected()),
         }
     }
+}
 
+#[async_trait]
+impl Ledger for SqlStore {
     async fn put_location(
         &self,
         id: Location,
@@ -378,11 +387,19 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn stock(&self, skus: &[Sku], now: Timestamp) -> Result<Vec<StockView>, StoreError> {
+    async fn put_policy(&self, sku: Sku, update: PolicyUpdate) -> Result<Policy, StoreError> {
+        match self.write(Work::PutPolicy(sku, update)).await? {
+            Done::Policy(p) => Ok(p),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn stock(&self, skus: &[Sku]) -> Result<Vec<StockView>, StoreError> {
         let wanted: BTreeSet<&Sku> = skus.iter().collect();
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
+        let now = self.now();
         let mut c = self.backend.reader().await?;
         // Holds past their expiry still sit in `reserved` until booked; they no longer count (invariant 6).
         let n = wanted.len();
@@ -419,9 +436,9 @@ impl Store for SqlStore {
             .collect())
     }
 
-    async fn reservation(&self, id: &ReservationId, now: Timestamp) -> Result<Option<ReservationView>, StoreError> {
+    async fn reservation(&self, id: &ReservationId) -> Result<Option<ReservationView>, StoreError> {
         let r = ledger::load_reservation(&mut *self.backend.reader().await?, id, false).await?;
-        Ok(r.map(|r| ReservationView::of(&r, now)))
+        Ok(r.map(|r| ReservationView::of(&r, self.now())))
     }
 
     async fn movements(&self, filter: &MovementFilter) -> Result<MovementPage, StoreError> {
@@ -468,52 +485,51 @@ impl Store for SqlStore {
         Ok(MovementPage { movements, next })
     }
 
-    async fn put_policy(&self, sku: Sku, update: PolicyUpdate) -> Result<Policy, StoreError> {
-        match self.write(Work::PutPolicy(sku, update)).await? {
-            Done::Policy(p) => Ok(p),
-            _ => Err(unexpected()),
-        }
-    }
-
     async fn execute(
         &self,
         command: Command,
         idempotency: Option<Idempotency>,
         delivery: Option<Delivery>,
-    ) -> Result<Answer, StoreError> {
+    ) -> Result<Outcome, StoreError> {
         let claim = match self.claim(idempotency).await? {
             Ok(claim) => claim,
-            Err(answer) => return Ok(answer),
+            Err(known) => return Ok(known),
         };
         match self.write(Work::Execute(command, claim.clone(), delivery)).await {
-            Ok(Done::Answer(answer)) => Ok(answer),
+            Ok(Done::Outcome(outcome)) => Ok(outcome),
             Ok(_) => Err(unexpected()),
             Err(e) => Err(self.give_back(claim, e).await),
         }
     }
 
-    async fn expire_due(&self, limit: i64, idempotency: Option<Idempotency>) -> Result<Answer, StoreError> {
+    async fn expire_due(&self, limit: i64, idempotency: Option<Idempotency>) -> Result<Outcome, StoreError> {
         let claim = match self.claim(idempotency).await? {
             Ok(claim) => claim,
-            Err(answer) => return Ok(answer),
+            Err(known) => return Ok(known),
         };
         // Each lapsed hold is booked in its own transaction; booking one twice is a no-op, so the summary can be
         // stored afterwards without putting the whole run in one transaction.
-        let answer = match self.book_lapsed(limit).await {
-            Ok(expired) => Answer::new(200, serde_json::json!({ "expired": expired })),
+        let outcome = match self.book_lapsed(limit).await {
+            Ok(count) => Outcome::Done(Effect::Expired { count }),
             Err(e) => return Err(self.give_back(claim, e).await),
         };
         if let Some((key, token)) = claim {
-            self.unit(Work::Finish(key, token, answer.clone())).await?;
+            self.unit(Work::Finish(key, token, (self.ctx.render)(&outcome))).await?;
         }
-        Ok(answer)
+        Ok(outcome)
     }
+}
 
+#[async_trait]
+impl Ping for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.backend.reader().await?.fetch_one(query("SELECT 1")).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl CommandInbox for SqlStore {
     async fn enqueue(&self, commands: Vec<QueuedCommand>) -> Result<(), StoreError> {
         self.unit(Work::Enqueue(commands)).await
     }
@@ -525,7 +541,10 @@ impl Store for SqlStore {
     async fn settle(&self, id: &str, settled: Settled) -> Result<(), StoreError> {
         self.unit(Work::Settle(id.to_owned(), settled)).await
     }
+}
 
+#[async_trait]
+impl Outbox for SqlStore {
     async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         queues::unpublished(&mut *self.backend.reader().await?, limit).await
     }
@@ -533,14 +552,20 @@ impl Store for SqlStore {
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         self.unit(Work::MarkPublished(ids.to_vec())).await
     }
+}
 
+#[async_trait]
+impl CountsFiles for SqlStore {
     async fn record_counts_file(&self, file: CountsFile) -> Result<bool, StoreError> {
         match self.write(Work::RecordCountsFile(file)).await? {
             Done::Flag(new) => Ok(new),
             _ => Err(unexpected()),
         }
     }
+}
 
+#[async_trait]
+impl ExternalIds for SqlStore {
     async fn put_shopify_item(&self, inventory_item_id: String, sku: Sku) -> Result<(), StoreError> {
         self.unit(Work::PutMapping(&queues::SHOPIFY_ITEMS, inventory_item_id, sku.to_string())).await
     }

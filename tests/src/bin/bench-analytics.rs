@@ -213,8 +213,8 @@ fn observed(events: &[Value]) -> Result<Vec<ObservedEvent>, Error> {
 async fn throughput(url: &str, w: &Workload, batch: usize, label: &str) -> Result<(), Error> {
     let batch = batch.max(1);
     let events = observed(&workload(w, Utc::now()))?;
-    let store = SqlStore::connect(&StoreSettings::new(url)).await?;
-    let aggregator = Aggregator::new(Services::local(Arc::new(store)));
+    let store = SqlStore::connect(&StoreSettings::new(url, stockroom_runtime::render)).await?;
+    let aggregator = Aggregator::new(Services::local(Arc::new(store), Arc::new(stockroom_store::SystemClock)));
     let mut passes = Vec::new();
     for _ in 0..2 {
         let batches: Vec<Vec<ObservedEvent>> = events.chunks(batch).map(<[_]>::to_vec).collect();

@@ -309,7 +309,7 @@ async fn lapsed_holds_free_their_units_for_racing_shoppers_and_cannot_be_committ
         lapsing.push(r.body["reservation_id"].as_str().unwrap_or_default().to_owned());
     }
     assert_eq!(figures(&app, "FLASH").await.3, 0, "all eight held");
-    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    app.advance(std::time::Duration::from_millis(1_200));
     // No sweeper has run: expiry shows at read time.
     assert_eq!(figures(&app, "FLASH").await.3, 8, "lapsed holds no longer count");
 

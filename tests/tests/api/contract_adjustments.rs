@@ -19,7 +19,7 @@ on_both_stores!(
     movements_come_oldest_first_with_their_deltas_reason_and_reference,
     movements_filter_by_sku_and_by_location,
     movements_page_through_next_and_after,
-    a_movement_limit_outside_1_to_1000_is_422_invalid_limit,
+    a_movement_limit_outside_1_to_1000_is_400_invalid_limit,
 );
 
 fn key() -> String {
@@ -388,7 +388,7 @@ async fn movements_page_through_next_and_after(b: Backend) {
     assert_eq!(on_hand_deltas(filtered.body["movements"].as_array().expect("page")), [4, 5]);
 }
 
-async fn a_movement_limit_outside_1_to_1000_is_422_invalid_limit(b: Backend) {
+async fn a_movement_limit_outside_1_to_1000_is_400_invalid_limit(b: Backend) {
     let app = TestApp::spawn(b).await;
     app.location("a", 1).await;
     app.receive("mug", "a", 1).await;
@@ -397,7 +397,7 @@ async fn a_movement_limit_outside_1_to_1000_is_422_invalid_limit(b: Backend) {
     for limit in ["0", "-1", "1001", "1000000"] {
         let r = app.get(&format!("/v1/movements?limit={limit}")).await;
 
-        assert_eq!((r.status, r.error_code()), (422, "invalid_limit"), "limit={limit}: {r:?}");
+        assert_eq!((r.status, r.error_code()), (400, "invalid_limit"), "limit={limit}: {r:?}");
         assert!(r.body["message"].is_string());
     }
     let one = app.get("/v1/movements?limit=1").await;
@@ -405,5 +405,5 @@ async fn a_movement_limit_outside_1_to_1000_is_422_invalid_limit(b: Backend) {
     let most = app.get("/v1/movements?limit=1000").await;
     assert_eq!((most.status, most.body["movements"].as_array().map(Vec::len)), (200, Some(2)), "{most:?}");
     let words = app.get("/v1/movements?limit=many").await;
-    assert_eq!((words.status, words.error_code()), (422, "invalid_query"), "{words:?}");
+    assert_eq!((words.status, words.error_code()), (400, "invalid_query"), "{words:?}");
 }

@@ -347,7 +347,7 @@ async fn a_commit_of_lines_the_hold_does_not_have_is_refused_and_keeps_the_hold(
 async fn committing_an_expired_hold_is_410_reservation_expired(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10)]).await;
     let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.advance(Duration::from_millis(1_200));
 
     let r = step(&app, &id, "commit").await;
 
@@ -444,7 +444,7 @@ async fn a_hold_past_its_expiry_stops_counting_at_read_time_without_any_job(b: B
     let app = with_stock(b, &[("mug", "a", 10)]).await;
     let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
     assert_eq!(figures(&app, "mug", "a").await, [10, 4, 0, 6]);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.advance(Duration::from_millis(1_200));
 
     let read = app.get(&format!("/v1/reservations/{id}")).await;
     let stock = figures(&app, "mug", "a").await;
@@ -465,7 +465,7 @@ async fn the_expire_job_books_lapsed_holds_once(b: Backend) {
         &reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 2, "location": "b" }], "ttl_seconds": 1 })).await,
     );
     let live = id_of(&app.hold("mug", 3).await);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.advance(Duration::from_millis(1_200));
     let scheduler = [("content-type", "application/json"), ("x-cloudscheduler", "true")];
 
     let first = app.send("POST", "/jobs/expire-reservations", &scheduler, None).await;
@@ -552,7 +552,7 @@ async fn the_same_reservation_id_answers_as_the_first_time_whatever_idempotency_
 async fn an_idempotency_key_on_the_expire_job_answers_the_first_summary_again(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10)]).await;
     id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.advance(Duration::from_millis(1_200));
     let headers = [("x-cloudscheduler", "true"), ("idempotency-key", "expire-2026-01-01T00:00")];
 
     let first = app.send("POST", "/jobs/expire-reservations", &headers, None).await;

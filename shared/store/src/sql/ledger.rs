@@ -11,10 +11,10 @@ use stockroom_domain::{
     ReservationLine, ReservationStatus, Sku, StockBook, Timestamp,
 };
 
-use crate::answer::Answer;
 use crate::error::StoreError;
 use crate::event::{movement_event, refused_event};
 use crate::model::{Command, Delivery, Idempotency, ReservationView, StockFigures};
+use crate::outcome::{Answer, Effect, LevelRow, Outcome};
 use crate::sql::{Conn, PARAMS_MAX, Row, list, query};
 use crate::store::Ctx;
 
@@ -73,7 +73,7 @@ pub(crate) async fn claim(
             let body = serde_json::from_str(body.as_deref().unwrap_or("null"))
                 .map_err(|e| StoreError::Corrupt(format!("stored answer for {}: {e}", idem.key)))?;
             let status = u16::try_from(status.unwrap_or(500)).unwrap_or(500);
-            Claim::Replay(Answer::new(status, body).replay())
+            Claim::Replay(Answer { status, body })
         } else {
             let held_by = row.text(2)?;
             let claimed_at = row.int(3)?;
@@ -143,61 +143,54 @@ async fn finish(c: &mut dyn Conn, key: &str, token: &str, answer: &Answer, now: 
     Ok(done == 1)
 }
 
-/// What a command came to: effects to keep, or a refusal whose effects are rolled back.
-enum Outcome {
-    Done(Answer),
-    Refused(Answer),
-}
-
-/// Runs a command in its own (sub)transaction; with a claim, stores the answer in the same transaction.
+/// Runs a command in its own (sub)transaction; with a claim, stores the rendered answer in the same
+/// transaction.
 pub(crate) async fn execute(
     c: &mut dyn Conn,
     ctx: &Ctx,
     command: &Command,
     claim: Option<(&str, &str)>,
     delivery: Option<&Delivery>,
-) -> Result<Answer, StoreError> {
+) -> Result<Outcome, StoreError> {
     let now = ctx.clock.now();
     c.begin().await?;
-    let outcome = run(c, ctx, command, now).await?;
-    let answer = match outcome {
-        Outcome::Done(answer) => answer,
-        Outcome::Refused(answer) => {
+    let outcome = match run(c, ctx, command, now).await? {
+        Ok(effect) => Outcome::Done(effect),
+        Err(refusal) => {
             // A refusal changes nothing: drop whatever the attempt wrote, keep only the answer.
             c.rollback().await?;
             c.begin().await?;
             if let Some(delivery) = delivery {
-                if let Some(why) = early(c, command, &answer).await? {
+                if let Some(why) = early(c, command, &refusal).await? {
                     // Not an answer to store: the sender must come back once the predecessor is here.
                     c.rollback().await?;
                     return Err(StoreError::NotYet(why));
                 }
-                write_refused_event(c, ctx, command, delivery, &answer, now).await?;
+                write_refused_event(c, ctx, command, delivery, &refusal, now).await?;
             }
-            answer
+            Outcome::Refused(refusal)
         }
     };
     if let Some((key, token)) = claim
-        && !finish(c, key, token, &answer, now).await?
+        && !finish(c, key, token, &(ctx.render)(&outcome), now).await?
     {
         // Our claim was taken over (we outlived the lease): the other attempt's answer is the one that counts.
         c.rollback().await?;
-        return Ok(Answer::idempotency_in_progress());
+        return Ok(Outcome::InProgress);
     }
     c.commit().await?;
-    Ok(answer)
+    Ok(outcome)
 }
 
 /// For a command that came as an event, whether its refusal only means "too early": the reservation it names
 /// was never placed nor refused yet, or it is to be shipped while still only held. Events arrive out of order;
 /// the later delivery will find its predecessor.
-async fn early(c: &mut dyn Conn, command: &Command, answer: &Answer) -> Result<Option<String>, StoreError> {
-    let code = answer.body["error"].as_str().unwrap_or_default();
+async fn early(c: &mut dyn Conn, command: &Command, refusal: &Refusal) -> Result<Option<String>, StoreError> {
     let id = match command {
         Command::Commit { id, .. } | Command::Fulfil { id } | Command::Release { id } => id,
         _ => return Ok(None),
     };
-    if code == "unknown_reservation" {
+    if let Refusal::UnknownReservation { .. } = refusal {
         // A hold that was answered (refused) under this reservation id will never come: that refusal stands.
         let answered = c
             .fetch_optional(
@@ -208,7 +201,7 @@ async fn early(c: &mut dyn Conn, command: &Command, answer: &Answer) -> Result<O
         return Ok((!answered).then(|| format!("reservation {id} is not known yet")));
     }
     let shipping_a_hold =
-        code == "invalid_state" && answer.body["status"] == "held" && answer.body["action"] == "fulfil";
+        matches!(refusal, Refusal::InvalidState { status: ReservationStatus::Held, action: "fulfil", .. });
     Ok(shipping_a_hold.then(|| format!("reservation {id} is not committed yet")))
 }
 
@@ -231,10 +224,12 @@ async fn write_refused_event(
     ctx: &Ctx,
     command: &Command,
     delivery: &Delivery,
-    answer: &Answer,
+    refusal: &Refusal,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let id = ctx.ids.next_id();
+    // The event tells the refusal as a client would have been told it.
+    let answer = (ctx.render)(&Outcome::Refused(refusal.clone()));
     let subject = subject(command);
     let reservation_id = match command {
         Command::Adjust { .. } | Command::SetFromExternal { .. } => None,
@@ -252,7 +247,10 @@ async fn write_refused_event(
     Ok(())
 }
 
-async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> Result<Outcome, StoreError> {
+/// A command's effect, or the refusal that leaves the transaction to be rolled back.
+type Decided = Result<Result<Effect, Refusal>, StoreError>;
+
+async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> Decided {
     let origin = command.origin();
     let mut ids = || ctx.ids.next_id();
     match command {
@@ -268,19 +266,18 @@ async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> 
             let before = lock_levels(c, &skus).await?;
             let mut book = before.clone();
             if let Err(r) = stockroom_domain::adjust(&mut book, &known, changes, cause, now, &mut ids) {
-                return Ok(Outcome::Refused(Answer::refusal(&r)));
+                return Ok(Err(r));
             }
             write_book(c, &before, &book, origin, now).await?;
-            let rows: Vec<_> =
-                keys.iter().map(|(s, l)| (s.clone(), l.clone(), StockFigures::from(book.levels(s, l)))).collect();
-            Ok(Outcome::Done(Answer::levels(&rows)))
+            let rows = keys.iter().map(|(s, l)| level_row(&book, s, l)).collect();
+            Ok(Ok(Effect::Levels { rows, stale: None }))
         }
         Command::Hold { id, request } => hold(c, ctx, id, request, false, now).await,
         Command::Sell { id, request } => hold(c, ctx, id, request, true, now).await,
         Command::SetFromExternal { sku, location, on_hand, system, observed_at, reference } => {
             let known: BTreeSet<Location> = locations(c).await?.into_iter().collect();
             if !known.contains(location) {
-                return Ok(Outcome::Refused(Answer::refusal(&Refusal::UnknownLocation { location: location.clone() })));
+                return Ok(Err(Refusal::UnknownLocation { location: location.clone() }));
             }
             let key = (sku.clone(), location.clone());
             ensure_levels(c, &BTreeSet::from([key.clone()]), now).await?;
@@ -308,7 +305,7 @@ async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> 
                 };
                 let cause = format!("external:{system}");
                 if let Err(r) = stockroom_domain::adjust(&mut book, &known, &[change], &cause, now, &mut ids) {
-                    return Ok(Outcome::Refused(Answer::refusal(&r)));
+                    return Ok(Err(r));
                 }
                 write_book(c, &before, &book, origin, now).await?;
                 let sql = if last.is_some() {
@@ -321,20 +318,18 @@ async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> 
                 )
                 .await?;
             }
-            let mut answer =
-                Answer::levels(&[(sku.clone(), location.clone(), StockFigures::from(book.levels(sku, location)))]);
-            answer.body["stale"] = serde_json::Value::Bool(stale);
-            Ok(Outcome::Done(answer))
+            Ok(Ok(Effect::Levels { rows: vec![level_row(&book, sku, location)], stale: Some(stale) }))
         }
         Command::Commit { id, .. } | Command::Fulfil { id } | Command::Release { id } | Command::Expire { id } => {
+            let unknown = || Ok(Err(Refusal::UnknownReservation { reservation_id: id.clone() }));
             let Some(peek) = load_reservation(c, id, false).await? else {
-                return Ok(Outcome::Refused(Answer::unknown_reservation(id)));
+                return unknown();
             };
             // Level rows first, in key order, then the reservation: the order every writer takes.
             let skus: BTreeSet<Sku> = peek.keys().into_iter().map(|(s, _)| s).collect();
             let before = lock_levels(c, &skus).await?;
             let Some(mut reservation) = load_reservation(c, id, true).await? else {
-                return Ok(Outcome::Refused(Answer::unknown_reservation(id)));
+                return unknown();
             };
             let mut book = before.clone();
             let stored = reservation.clone();
@@ -345,13 +340,13 @@ async fn run(c: &mut dyn Conn, ctx: &Ctx, command: &Command, now: Timestamp) -> 
                 _ => reservation.expire(&mut book, now, &mut ids),
             };
             if let Err(r) = result {
-                return Ok(Outcome::Refused(Answer::refusal(&r)));
+                return Ok(Err(r));
             }
             if reservation != stored {
                 write_book(c, &before, &book, origin, now).await?;
                 update_reservation(c, &reservation).await?;
             }
-            Ok(Outcome::Done(Answer::reservation(200, &ReservationView::of(&reservation, now))))
+            Ok(Ok(Effect::Reservation { view: ReservationView::of(&reservation, now), created: false }))
         }
     }
 }
@@ -364,13 +359,14 @@ async fn hold(
     request: &stockroom_domain::HoldRequest,
     sell: bool,
     now: Timestamp,
-) -> Result<Outcome, StoreError> {
+) -> Decided {
     let origin = if sell { "stock-updates" } else { "reservations" };
     let mut ids = || ctx.ids.next_id();
     let skus: BTreeSet<Sku> = request.lines.iter().map(|l| l.sku.clone()).collect();
     let mut before = lock_levels(c, &skus).await?;
+    let exists = || Ok(Err(Refusal::ReservationExists { reservation_id: id.clone() }));
     if reservation_exists(c, id).await? {
-        return Ok(Outcome::Refused(Answer::reservation_exists(id)));
+        return exists();
     }
     // Holds that lapsed on these rows give their units back first, booked, so that a late commit of
     // theirs sees them gone.
@@ -385,19 +381,23 @@ async fn hold(
     let locations = locations(c).await?;
     let mut book = before.clone();
     let mut reservation = match stockroom_domain::hold(&mut book, &locations, request, id.clone(), now, &mut ids) {
-        Err(r) => return Ok(Outcome::Refused(Answer::refusal(&r))),
+        Err(r) => return Ok(Err(r)),
         Ok(reservation) => reservation,
     };
     if sell && let Err(r) = reservation.commit(None, &mut book, now, &mut ids) {
-        return Ok(Outcome::Refused(Answer::refusal(&r)));
+        return Ok(Err(r));
     }
     write_book(c, &before, &book, origin, now).await?;
     match insert_reservation(c, &reservation).await {
         // The same id placed at this moment through another key, on other rows.
-        Err(StoreError::Duplicate(_)) => return Ok(Outcome::Refused(Answer::reservation_exists(id))),
+        Err(StoreError::Duplicate(_)) => return exists(),
         other => other?,
     }
-    Ok(Outcome::Done(Answer::reservation(201, &ReservationView::of(&reservation, now))))
+    Ok(Ok(Effect::Reservation { view: ReservationView::of(&reservation, now), created: true }))
+}
+
+fn level_row(book: &StockBook, sku: &Sku, location: &Location) -> LevelRow {
+    LevelRow { sku: sku.clone(), location: location.clone(), figures: StockFigures::from(book.levels(sku, location)) }
 }
 
 fn corrupt(r: Refusal) -> StoreError {
