@@ -17,6 +17,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use hmac::{Hmac, Mac};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -600,83 +601,24 @@ fn is_sku(s: &str) -> bool {
 /// An RFC 3339 time with any offset (Shopify writes the shop's, e.g. `2024-10-08T10:36:27-04:00`) as the
 /// same instant in UTC (`2024-10-08T14:36:27Z`), fraction kept; `None` if it is not RFC 3339.
 fn utc_rfc3339(raw: &str) -> Option<String> {
-    let s = raw.trim().as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = s.get(from..from + len)?;
-        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+    let s = raw.trim();
+    // chrono also takes U+2212 as an offset's minus sign; RFC 3339 is ASCII only.
+    if !s.is_ascii() {
+        return None;
+    }
+    let utc = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+    // chrono reads second 60 as a leap second (nanoseconds past 10^9), which observed_at has always refused;
+    // and an offset can carry year 0000 or 9999 past the four digits RFC 3339 allows.
+    if utc.nanosecond() >= 1_000_000_000 || !(0..=9999).contains(&utc.year()) {
+        return None;
+    }
+    // The fraction is copied as written rather than printed from chrono's nanoseconds, which would pad `.1`
+    // to `.100`, drop `.000` and cut digits past the ninth. It starts at byte 19 in any time chrono accepted.
+    let fraction = match s.get(19..) {
+        Some(rest) if rest.starts_with('.') => &rest[..=rest[1..].bytes().take_while(u8::is_ascii_digit).count()],
+        _ => "",
     };
-    let at = |i: usize, c: &[u8]| s.get(i).is_some_and(|b| c.contains(b));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let mut i = 19;
-    let mut fraction = "";
-    if at(i, b".") {
-        let end = (i + 1..=s.len()).find(|&j| !s.get(j).is_some_and(u8::is_ascii_digit))?;
-        if end == i + 1 {
-            return None;
-        }
-        fraction = std::str::from_utf8(s.get(i..end)?).ok()?;
-        i = end;
-    }
-    let offset_minutes = match s.get(i)? {
-        b'Z' | b'z' if s.len() == i + 1 => 0,
-        sign @ (b'+' | b'-') if s.len() == i + 6 && at(i + 3, b":") => {
-            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            if *sign == b'-' { -(h * 60 + m) } else { h * 60 + m }
-        }
-        _ => return None,
-    };
-    let local = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    let utc = local - offset_minutes * 60;
-    let (days, secs) = (utc.div_euclid(86_400), utc.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        return None;
-    }
-    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{fraction}Z", secs / 3_600, secs % 3_600 / 60, secs % 60))
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    Some(format!("{}{fraction}Z", utc.format("%Y-%m-%dT%H:%M:%S")))
 }
 
 #[cfg(test)]
@@ -724,6 +666,16 @@ mod tests {
     }
 
     #[test]
+    fn fraction_digits_are_kept_as_written() {
+        assert_eq!(utc_rfc3339("2024-10-08T10:36:27.1-04:00").as_deref(), Some("2024-10-08T14:36:27.1Z"));
+        assert_eq!(utc_rfc3339("2024-10-08T14:36:27.000Z").as_deref(), Some("2024-10-08T14:36:27.000Z"));
+        assert_eq!(
+            utc_rfc3339(" 2024-10-08t14:36:27.123456789012z ").as_deref(),
+            Some("2024-10-08T14:36:27.123456789012Z")
+        );
+    }
+
+    #[test]
     fn times_that_are_not_rfc_3339_are_refused() {
         for bad in [
             "",
@@ -736,18 +688,14 @@ mod tests {
             "2024-10-08T14:36:27.Z",
             "2024-10-08T14:36:27+0400",
             "2024-10-08T14:36:27Zjunk",
+            "2024-10-08T23:59:60Z",
+            "2024-10-08T14:36:27\u{2212}04:00",
+            "2024-10-08T14:36:27+24:00",
+            "0000-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
         ] {
             assert_eq!(utc_rfc3339(bad), None, "{bad:?} should be refused");
         }
-    }
-
-    #[test]
-    fn civil_dates_round_trip_through_days() {
-        for days in [-719_468, -1, 0, 1, 19_999, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
     }
 
     #[test]
