@@ -9,10 +9,7 @@
 //!   `BIGQUERY_EMULATOR_HOST=… cargo test -p stockroom-gcp --features bigquery`.
 
 #[cfg(any(feature = "pubsub", feature = "bigquery"))]
-mod google;
-
-#[cfg(any(feature = "pubsub", feature = "bigquery"))]
-pub use google::{Auth, METADATA_TOKEN_URL};
+pub use stockroom_google::{Auth, METADATA_TOKEN_URL};
 
 #[cfg(feature = "pubsub")]
 mod pubsub;

@@ -26,7 +26,7 @@ use serde_json::Value;
 use stockroom_runtime::services::{CommandBus, EventSink, SinkError};
 use stockroom_store::{OutboxEvent, QueuedCommand, StoreError};
 
-use crate::google::{Api, Auth, Refusal, backoff, describe, emulator_endpoint};
+use stockroom_google::{Api, Auth, Refusal, backoff, describe, emulator_endpoint};
 
 /// Pub/Sub's global endpoint.
 pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";

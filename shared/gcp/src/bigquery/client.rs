@@ -9,7 +9,7 @@ use stockroom_store::StoreError;
 
 use super::rows::{Row, column_names, decode_row};
 use super::{BigQuery, QueryParam, QueryRow, REQUEST_BYTES_MAX};
-use crate::google::{Refusal, backoff, describe, truncate};
+use stockroom_google::{Refusal, backoff, describe, truncate};
 
 /// Result pages one query reads at most (each up to BigQuery's 10 MB page).
 const RESULT_PAGES_MAX: usize = 100;

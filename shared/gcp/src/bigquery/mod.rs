@@ -24,7 +24,7 @@
 
 use stockroom_store::StoreError;
 
-use crate::google::{Api, Auth, emulator_endpoint};
+use stockroom_google::{Api, Auth, emulator_endpoint};
 
 mod analytics;
 mod client;

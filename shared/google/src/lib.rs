@@ -1,5 +1,5 @@
-//! What the Pub/Sub and BigQuery adapters share, both speaking Google's REST APIs over `reqwest`: how a request is
-//! sent and authorised (nothing for an emulator, else the metadata server's access token, cached), how a failed
+//! What Stockroom's Google adapters share (Spanner in the store; Pub/Sub and BigQuery in `stockroom-gcp`), all
+//! speaking Google's REST APIs over `reqwest`: how a request is sent and authorised (nothing for an emulator, else the metadata server's access token, cached), how a failed
 //! one is put into words, and how long to wait before trying again. What a failure means (retry, refuse, stop) is
 //! each API's own, in its module.
 
@@ -33,7 +33,7 @@ pub enum Auth {
 impl Auth {
     /// None when the endpoint is plain `http://` (an emulator: Google serves only HTTPS), else metadata-server
     /// tokens.
-    fn for_endpoint(endpoint: &str) -> Self {
+    pub fn for_endpoint(endpoint: &str) -> Self {
         if endpoint.starts_with("http://") {
             Self::None
         } else {
@@ -44,7 +44,7 @@ impl Auth {
 
 /// The endpoint of the emulator an environment variable names (`PUBSUB_EMULATOR_HOST`, `BIGQUERY_EMULATOR_HOST`)
 /// when it is set, as `host:port` (Google's clients' convention) or a whole `http://host:port`; else `google`.
-pub(crate) fn emulator_endpoint(var: &str, google: &str) -> String {
+pub fn emulator_endpoint(var: &str, google: &str) -> String {
     let host = std::env::var(var).unwrap_or_default();
     let host = host.trim();
     if host.is_empty() {
@@ -58,7 +58,7 @@ pub(crate) fn emulator_endpoint(var: &str, google: &str) -> String {
 
 /// One Google REST API as an adapter calls it: where (the endpoint), with what (the HTTP client, built once by the
 /// caller), as whom (the token the [`Auth`] calls for), and how long a request may take (token fetches included).
-pub(crate) struct Api {
+pub struct Api {
     /// Without a trailing `/`: paths are appended to it.
     endpoint: String,
     http: reqwest::Client,
@@ -68,7 +68,7 @@ pub(crate) struct Api {
 
 /// Why a request got no 2xx answer.
 #[derive(Debug)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// Worth another try: no answer (timed out, could not connect), no token yet, or the token was refused (it is
     /// forgotten, so the next try fetches a fresh one).
     Transient(String),
@@ -79,7 +79,6 @@ pub(crate) enum Refusal {
         status: StatusCode,
         reason: String,
         /// The whole answer (BigQuery's error reasons are in it; Pub/Sub goes by the status alone).
-        #[cfg_attr(not(feature = "bigquery"), allow(dead_code))]
         body: String,
         retry_after: Option<Duration>,
     },
@@ -88,22 +87,22 @@ pub(crate) enum Refusal {
 impl Api {
     /// No auth when the endpoint is plain `http://` (an emulator: Google serves only HTTPS), else metadata-server
     /// tokens.
-    pub(crate) fn new(http: reqwest::Client, endpoint: &str, timeout_ms: u64) -> Self {
+    pub fn new(http: reqwest::Client, endpoint: &str, timeout_ms: u64) -> Self {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let token = MetadataToken::new(Auth::for_endpoint(&endpoint));
         Self { endpoint, http, token, timeout: Duration::from_millis(timeout_ms.max(1)) }
     }
 
-    pub(crate) fn endpoint(&self) -> &str {
+    pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
-    pub(crate) fn with_auth(self, auth: Auth) -> Self {
+    pub fn with_auth(self, auth: Auth) -> Self {
         Self { token: MetadataToken::new(auth), ..self }
     }
 
     /// Sends one request, with a JSON body if there is one; the answer when it is 2xx, to be read by the caller.
-    pub(crate) async fn send(&self, method: Method, url: &str, json: Option<Vec<u8>>) -> Result<Response, Refusal> {
+    pub async fn send(&self, method: Method, url: &str, json: Option<Vec<u8>>) -> Result<Response, Refusal> {
         let token = self.token.bearer(&self.http, self.timeout).await?;
         let mut request = self.http.request(method.clone(), url).timeout(self.timeout);
         if let Some(body) = json {
@@ -187,7 +186,7 @@ impl MetadataToken {
 
 /// Exponential from [`BACKOFF_FIRST`], at most [`BACKOFF_MAX`], with up to 25 % jitter; the server's
 /// `Retry-After` when longer (capped too).
-pub(crate) fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = BACKOFF_FIRST.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
     let jitter = exp.mul_f64(f64::from(nanos % 1000) / 4000.0);
@@ -201,7 +200,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A failed request in words: what went wrong and why, the whole cause chain.
-pub(crate) fn describe(url: &str, e: &reqwest::Error) -> String {
+pub fn describe(url: &str, e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -221,7 +220,7 @@ pub(crate) fn describe(url: &str, e: &reqwest::Error) -> String {
 }
 
 /// The first `max_chars` characters of `s`, with `…` when there were more.
-pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
+pub fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_owned(),
