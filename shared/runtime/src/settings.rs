@@ -19,7 +19,8 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "STOCKROOM_BIND", default_value = "0.0.0.0")]
     pub bind: String,
-    /// The ledger: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    /// The ledger: `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or
+    /// `spanner://projects/P/instances/I/databases/D` (a PostgreSQL-dialect database).
     #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db")]
     pub database_url: String,
     /// PostgreSQL connections (SQLite: reader connections).
@@ -85,6 +86,18 @@ pub struct Settings {
     pub pubsub_events_topic: String,
     #[arg(long, env = "STOCKROOM_PUBSUB_COMMANDS_TOPIC", default_value = "inventory-commands")]
     pub pubsub_commands_topic: String,
+    /// Google's variable for a Spanner emulator: `host:port` of its gRPC port. When set, `spanner://` goes to the
+    /// emulator's REST gateway with no auth, and the store makes the instance and database if they are missing.
+    #[arg(long, env = "SPANNER_EMULATOR_HOST")]
+    pub spanner_emulator_host: Option<String>,
+    /// The Spanner emulator's REST gateway, `host:port`; by default SPANNER_EMULATOR_HOST's host at its port +
+    /// 10, as `gcloud emulators spanner start --host-port=127.0.0.1:9010 --rest-port=9020` lays them out.
+    #[arg(long, env = "STOCKROOM_SPANNER_EMULATOR_REST")]
+    pub spanner_emulator_rest: Option<String>,
+    /// Spanner: times a write whose transaction was aborted (it lost a conflict) is run again before the request
+    /// is answered 503.
+    #[arg(long, env = "STOCKROOM_SPANNER_ABORT_RETRIES_MAX", default_value_t = 12)]
+    pub spanner_abort_retries_max: u32,
     /// Where time comes from: the wall clock, unless a test hands in one it moves.
     #[arg(skip)]
     pub clock: Option<Arc<dyn Clock>>,
@@ -130,6 +143,9 @@ impl Settings {
             pubsub_project: None,
             pubsub_events_topic: "inventory-events".into(),
             pubsub_commands_topic: "inventory-commands".into(),
+            spanner_emulator_host: None,
+            spanner_emulator_rest: None,
+            spanner_abort_retries_max: 12,
             clock: None,
         }
     }
@@ -137,6 +153,8 @@ impl Settings {
     pub fn store(&self) -> StoreSettings {
         let mut s = StoreSettings::new(self.database_url.clone(), crate::http::render);
         s.clock = self.clock();
+        s.spanner.emulator = self.spanner_emulator_rest();
+        s.spanner.abort_retries_max = self.spanner_abort_retries_max;
         s.pool_max = self.db_pool_max;
         s.acquire_timeout_ms = self.db_acquire_timeout_ms;
         s.batch_max = self.sqlite_batch_max;
@@ -151,6 +169,21 @@ impl Settings {
             request_timeout_ms: self.request_timeout_ms,
             drain_seconds: self.drain_seconds,
         }
+    }
+
+    /// `http://host:port` of the Spanner emulator's REST gateway, when an emulator is named.
+    pub fn spanner_emulator_rest(&self) -> Option<String> {
+        let explicit = self.spanner_emulator_rest.as_deref().map(str::trim).filter(|h| !h.is_empty());
+        let grpc = self.spanner_emulator_host.as_deref().map(str::trim).filter(|h| !h.is_empty());
+        let host = match (explicit, grpc) {
+            (Some(rest), _) => rest.to_owned(),
+            (None, Some(grpc)) => match grpc.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some((h, Ok(port))) => format!("{h}:{}", port.saturating_add(10)),
+                _ => format!("{grpc}:9020"),
+            },
+            (None, None) => return None,
+        };
+        Some(if host.contains("://") { host } else { format!("http://{host}") })
     }
 
     /// The clock every part of the process reads.

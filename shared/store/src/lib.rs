@@ -20,6 +20,7 @@ pub mod sql;
 mod store;
 
 pub use analytics::{AnalyticsReader, AnalyticsSink, ObservedEvent, ObservedMovement, Recorded};
+pub use backend::spanner::{SPANNER_ENDPOINT, SpannerSettings};
 pub use clock::{Clock, Ids, ManualClock, OffsetClock, SystemClock, UuidV7};
 pub use error::{BoxError, StoreError};
 pub use event::event_type;
@@ -30,5 +31,7 @@ pub use model::{
 };
 pub use outcome::{Answer, Effect, LevelRow, Outcome, Render};
 pub use ports::{AnalyticsRecorder, CommandInbox, CountsFiles, ExternalIds, Ledger, Outbox, Ping, Store};
+pub use sql::Row;
 pub use sql::queues::COMMAND_ATTEMPTS_MAX;
-pub use store::{SqlStore, StoreSettings};
+pub use sql::schema::MIGRATIONS;
+pub use store::{Inspect, SqlStore, StoreSettings};

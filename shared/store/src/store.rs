@@ -9,6 +9,7 @@ use stockroom_domain::analytics::{Bucket, Health, SalesPoint, TopSeller, Window}
 use stockroom_domain::{Levels, Location, MovementKind, ReservationId, Sku, Timestamp};
 
 use crate::analytics::{AnalyticsReader, ObservedEvent, Recorded};
+use crate::backend::spanner::{Spanner, SpannerSettings};
 use crate::backend::{self, Backend};
 use crate::clock::{Clock, Ids, SystemClock, UuidV7};
 use crate::error::StoreError;
@@ -18,7 +19,7 @@ use crate::model::{
 };
 use crate::outcome::{Answer, Effect, Outcome, Render};
 use crate::ports::{AnalyticsRecorder, CommandInbox, CountsFiles, ExternalIds, Ledger, Outbox, Ping};
-use crate::sql::{Conn, Dialect, analytics, ledger, list, query, queues, schema};
+use crate::sql::{Conn, Dialect, Row, analytics, ledger, list, query, queues, schema};
 
 /// Tuning, each with its unit. Defaults suit one small machine.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct StoreSettings {
     pub schema_target: Option<String>,
     /// How outcomes become the answers stored for replays (the edge's rendering).
     pub render: Render,
+    /// How Spanner is reached, for `spanner://` URLs.
+    pub spanner: SpannerSettings,
 }
 
 impl StoreSettings {
@@ -62,6 +65,76 @@ impl StoreSettings {
             ids: Arc::new(UuidV7),
             schema_target: None,
             render,
+            spanner: SpannerSettings::default(),
+        }
+    }
+}
+
+/// Times a start's migration is run again after meeting another start (200 ms apart).
+const MIGRATE_ATTEMPTS_MAX: u32 = 100;
+
+/// What [`open`] gives: the backend the URL names, a connection for setting it up, and the Spanner backend
+/// itself when it is one (for what only Spanner does: dropping a test's database).
+type Opened = (Arc<dyn Backend>, Box<dyn Conn>, Option<Arc<Spanner>>);
+
+async fn open(settings: &StoreSettings) -> Result<Opened, StoreError> {
+    let url = settings.url.as_str();
+    let tuning = backend::sqlx::SqlxSettings {
+        pool_max: settings.pool_max,
+        acquire_timeout_ms: settings.acquire_timeout_ms,
+        batch_max: settings.batch_max,
+        queue_max: settings.queue_max,
+        conflict_retries_max: settings.conflict_retries_max,
+    };
+    Ok(if url.starts_with("sqlite:") {
+        let (b, setup) = backend::sqlx::Sqlite::open(url, &tuning).await?;
+        (Arc::new(b), setup, None)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let (b, setup) = backend::sqlx::Postgres::open(url, &tuning).await?;
+        (Arc::new(b), setup, None)
+    } else if url.starts_with("spanner:") {
+        let (b, setup) = Spanner::open(url, &settings.spanner, settings.pool_max, settings.acquire_timeout_ms).await?;
+        (Arc::new(b.clone()), setup, Some(b))
+    } else {
+        return Err(StoreError::Config(
+            "STOCKROOM_DATABASE_URL must start with sqlite://, postgres:// or spanner://".to_owned(),
+        ));
+    })
+}
+
+/// Direct statements against a store's database, beside its rules: for tests that look at what the store
+/// keeps (the outbox, the command inbox) and drop the databases they made. Opens the database without
+/// migrating it.
+pub struct Inspect {
+    backend: Arc<dyn Backend>,
+    spanner: Option<Arc<Spanner>>,
+}
+
+impl Inspect {
+    pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let (backend, _, spanner) = open(settings).await?;
+        Ok(Self { backend, spanner })
+    }
+
+    pub async fn rows(&self, sql: &str) -> Result<Vec<Row>, StoreError> {
+        self.backend.reader().await?.fetch_all(query(sql.to_owned())).await
+    }
+
+    /// One statement in a transaction of its own; the rows it changed.
+    pub async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
+        let mut c = self.backend.reader().await?;
+        c.begin().await?;
+        let changed = c.execute(query(sql.to_owned())).await?;
+        c.commit().await?;
+        Ok(changed)
+    }
+
+    /// Drops a Spanner database (an emulator's, made for a test); the other backends' are dropped by their
+    /// owners.
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        match &self.spanner {
+            Some(spanner) => spanner.drop_database().await,
+            None => Ok(()),
         }
     }
 }
@@ -79,6 +152,8 @@ pub struct SqlStore {
     backend: Arc<dyn Backend>,
     ctx: Arc<Ctx>,
     claim_lease_seconds: i64,
+    /// The migrations this start applied.
+    migrated: Vec<&'static str>,
 }
 
 /// Writes, as data: the SQLite writer queues them, the other backends run (and re-run) them on a connection.
@@ -161,29 +236,30 @@ impl Job {
 impl SqlStore {
     /// Connects, brings the schema up to date, and (SQLite) starts the writer.
     pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
-        let url = settings.url.as_str();
-        let tuning = backend::sqlx::SqlxSettings {
-            pool_max: settings.pool_max,
-            acquire_timeout_ms: settings.acquire_timeout_ms,
-            batch_max: settings.batch_max,
-            queue_max: settings.queue_max,
-            conflict_retries_max: settings.conflict_retries_max,
+        let (backend, mut setup, _) = open(settings).await?;
+        let holder = settings.ids.next_id();
+        let mut attempt = 0;
+        // Migrating is safe to run again from the start. Instances starting together meet on the schema tables
+        // (SQLite: busy; Spanner: another process's transaction aborts ours), and try again.
+        let migrated = loop {
+            match schema::migrate(&mut *setup, &holder, settings.schema_target.as_deref()).await {
+                Err(e) if e.is_transient() && attempt < MIGRATE_ATTEMPTS_MAX => {
+                    tracing::info!(attempt, error = %e, "migrating met another start; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    attempt += 1;
+                }
+                other => break other?,
+            }
         };
-        let (backend, mut setup): (Arc<dyn Backend>, Box<dyn Conn>) = if url.starts_with("sqlite:") {
-            let (b, setup) = backend::sqlx::Sqlite::open(url, &tuning).await?;
-            (Arc::new(b), setup)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let (b, setup) = backend::sqlx::Postgres::open(url, &tuning).await?;
-            (Arc::new(b), setup)
-        } else {
-            return Err(StoreError::Config(
-                "STOCKROOM_DATABASE_URL must start with sqlite://, postgres:// or spanner://".to_owned(),
-            ));
-        };
-        schema::migrate(&mut *setup, &settings.ids.next_id(), settings.schema_target.as_deref()).await?;
         drop(setup);
         let ctx = Arc::new(Ctx { clock: settings.clock.clone(), ids: settings.ids.clone(), render: settings.render });
-        Ok(Self { backend, ctx, claim_lease_seconds: settings.claim_lease_seconds.max(1) })
+        Ok(Self { backend, ctx, claim_lease_seconds: settings.claim_lease_seconds.max(1), migrated })
+    }
+
+    /// The migrations this start applied, in order: none when the schema was current, or another instance
+    /// starting at the same time applied them.
+    pub fn migrated_now(&self) -> &[&'static str] {
+        &self.migrated
     }
 
     pub fn dialect(&self) -> Dialect {

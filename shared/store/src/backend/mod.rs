@@ -1,6 +1,7 @@
 //! What each database gives the rules: connections, and a discipline for writes. The rules themselves
 //! ([`crate::sql`]) are the same on every backend.
 
+pub(crate) mod spanner;
 pub(crate) mod sqlx;
 
 use async_trait::async_trait;

@@ -255,7 +255,11 @@ impl Backend for Postgres {
             loop {
                 let mut conn = SqlxConn::new(pool.acquire().await?, Dialect::Postgres);
                 match job.run(&mut conn).await {
-                    Err(StoreError::Conflict(_)) if attempt < retries_max => attempt += 1,
+                    Err(StoreError::Conflict(_)) if attempt < retries_max => {
+                        metrics::counter!("stockroom_store_conflict_retries_total", "backend" => "postgres")
+                            .increment(1);
+                        attempt += 1;
+                    }
                     other => return other,
                 }
             }

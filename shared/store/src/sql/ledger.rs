@@ -198,7 +198,10 @@ async fn early(c: &mut dyn Conn, command: &Command, refusal: &Refusal) -> Result
             )
             .await?
             .is_some();
-        return Ok((!answered).then(|| format!("reservation {id} is not known yet")));
+        // Unless the hold was placed after this command looked (between its transaction and this one): then it is
+        // here now, and the next delivery will find it.
+        let placed_since = answered && reservation_exists(c, id).await?;
+        return Ok((!answered || placed_since).then(|| format!("reservation {id} is not known yet")));
     }
     let shipping_a_hold =
         matches!(refusal, Refusal::InvalidState { status: ReservationStatus::Held, action: "fulfil", .. });

@@ -141,15 +141,15 @@ pub enum Row {
 }
 
 impl Row {
-    pub(crate) fn int(&self, i: usize) -> Result<i64, StoreError> {
+    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
         self.opt_int(i)?.ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
-    pub(crate) fn text(&self, i: usize) -> Result<String, StoreError> {
+    pub fn text(&self, i: usize) -> Result<String, StoreError> {
         self.opt_text(i)?.ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
-    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlx(row) => Ok(sqlx::Row::try_get(row, i)?),
             Self::Spanner(values) => match values.get(i) {
@@ -166,7 +166,7 @@ impl Row {
         }
     }
 
-    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self {
             Self::Sqlx(row) => Ok(sqlx::Row::try_get(row, i)?),
             Self::Spanner(values) => match values.get(i) {
@@ -178,7 +178,7 @@ impl Row {
     }
 
     /// A microsecond column as a time.
-    pub(crate) fn time(&self, i: usize) -> Result<Timestamp, StoreError> {
+    pub fn time(&self, i: usize) -> Result<Timestamp, StoreError> {
         from_micros(self.int(i)?)
     }
 

@@ -35,15 +35,20 @@ const POLL: Duration = Duration::from_millis(100);
 const BOOTSTRAP_ATTEMPTS_MAX: usize = 5;
 
 /// Brings the schema up to `target` (a migration's name; the newest when `None`). `holder` names this instance
-/// in the lease row.
-pub(crate) async fn migrate(c: &mut dyn Conn, holder: &str, target: Option<&str>) -> Result<(), StoreError> {
+/// in the lease row. The migrations this call applied, in order (none when another instance did them).
+pub(crate) async fn migrate(
+    c: &mut dyn Conn,
+    holder: &str,
+    target: Option<&str>,
+) -> Result<Vec<&'static str>, StoreError> {
     let wanted: Vec<&(&str, &str)> = MIGRATIONS.iter().filter(|(name, _)| target.is_none_or(|t| *name <= t)).collect();
     bootstrap(c).await?;
     if pending(c, &wanted).await?.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     lock(c, holder).await?;
     let result = async {
+        let mut applied = Vec::new();
         // Whoever held the lease before may have done the work.
         for (name, sql) in pending(c, &wanted).await? {
             c.begin().await?;
@@ -56,8 +61,9 @@ pub(crate) async fn migrate(c: &mut dyn Conn, holder: &str, target: Option<&str>
             .await?;
             c.commit().await?;
             tracing::info!(version = name, "migration applied");
+            applied.push(*name);
         }
-        Ok(())
+        Ok(applied)
     }
     .await;
     unlock(c, holder).await?;
@@ -81,10 +87,10 @@ async fn bootstrap(c: &mut dyn Conn) -> Result<(), StoreError> {
 }
 
 /// The wanted migrations not applied yet, in order; an error when the database has one this binary lacks.
-async fn pending<'a>(
+async fn pending(
     c: &mut dyn Conn,
-    wanted: &[&'a (&'a str, &'a str)],
-) -> Result<Vec<&'a (&'a str, &'a str)>, StoreError> {
+    wanted: &[&'static (&'static str, &'static str)],
+) -> Result<Vec<&'static (&'static str, &'static str)>, StoreError> {
     let applied: Vec<String> = c
         .fetch_all(query("SELECT version FROM schema_migrations ORDER BY version"))
         .await?
@@ -115,12 +121,15 @@ async fn lock(c: &mut dyn Conn, holder: &str) -> Result<(), StoreError> {
             )
             .await?
             == 1;
-        let taken = taken || {
-            let row = c.fetch_one(query("SELECT holder, taken_at FROM schema_lock WHERE name = 'migrate'")).await?;
-            let (other, at) = (row.text(0)?, row.int(1)?);
-            at < now - LEASE_SECONDS * 1_000_000 && {
-                tracing::warn!(holder = %other, "a migration lease ran out; taking it over");
-                c.execute(
+        let taken =
+            taken || {
+                let row = c.fetch_one(query("SELECT holder, taken_at FROM schema_lock WHERE name = 'migrate'")).await?;
+                let (other, at) = (row.text(0)?, row.int(1)?);
+                // Ours already (an earlier attempt of this start was cut short), or a dead holder's.
+                other == holder
+                    || at < now - LEASE_SECONDS * 1_000_000 && {
+                        tracing::warn!(holder = %other, "a migration lease ran out; taking it over");
+                        c.execute(
                     query("UPDATE schema_lock SET holder = $1, taken_at = $2 WHERE name = 'migrate' AND holder = $3")
                         .bind(holder)
                         .bind(now)
@@ -128,8 +137,8 @@ async fn lock(c: &mut dyn Conn, holder: &str) -> Result<(), StoreError> {
                 )
                 .await?
                     == 1
-            }
-        };
+                    }
+            };
         c.commit().await?;
         if taken {
             return Ok(());
