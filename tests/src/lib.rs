@@ -1,6 +1,6 @@
-//! The harness for Stockroom's end-to-end tests: a fresh database per test (a SQLite file in its own folder, or
-//! a PostgreSQL database made for the test and dropped after), the suite served on port 0 in-process or as a
-//! child process, and a few request helpers.
+//! The harness for Stockroom's end-to-end tests: a fresh database per test (a SQLite file in its own folder, a
+//! PostgreSQL database or a Spanner emulator database made for the test and dropped after), the suite served on
+//! port 0 in-process or as a child process, and a few request helpers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,37 @@ pub fn postgres_admin_url() -> String {
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// Spanner's PostgreSQL dialect, on Google's emulator.
+    Spanner,
+}
+
+/// `host:port` (gRPC) of the Spanner emulator the tests use: `SPANNER_EMULATOR_HOST`, or one that
+/// `scripts/spanner-emulator` starts on 127.0.0.1:9010 when nothing is named (and leaves running).
+pub fn spanner_emulator_host() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        if let Some(host) = std::env::var("SPANNER_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty()) {
+            return host;
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/spanner-emulator");
+        let out = Command::new(&script).output().unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        text.lines()
+            .find_map(|l| l.strip_prefix("SPANNER_EMULATOR_HOST="))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{} printed no SPANNER_EMULATOR_HOST: {text}", script.display()))
+    })
+    .clone()
+}
+
+/// The suite's settings for a test database: the documented defaults, the emulator for `spanner://`.
+pub fn settings_for(url: &str) -> stockroom_runtime::Settings {
+    let mut settings = stockroom_runtime::Settings::for_database(url.to_owned());
+    if url.starts_with("spanner:") {
+        settings.spanner_emulator_host = Some(spanner_emulator_host());
+    }
+    settings
 }
 
 /// A database that exists for one test.
@@ -32,6 +63,8 @@ pub struct TestDb {
     pub url: String,
     pg_name: Option<String>,
     dir: Option<PathBuf>,
+    /// Spanner: the database to drop after.
+    spanner: bool,
 }
 
 impl TestDb {
@@ -42,7 +75,7 @@ impl TestDb {
                 let dir = std::env::temp_dir().join(format!("stockroom-test-{id}"));
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let url = format!("sqlite://{}", dir.join("stockroom.db").display());
-                Self { backend, url, pg_name: None, dir: Some(dir) }
+                Self { backend, url, pg_name: None, dir: Some(dir), spanner: false }
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url();
@@ -55,7 +88,13 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
-                Self { backend, url: format!("{base}/{name}"), pg_name: Some(name), dir: None }
+                Self { backend, url: format!("{base}/{name}"), pg_name: Some(name), dir: None, spanner: false }
+            }
+            Backend::Spanner => {
+                // Database ids: a letter, then at most 29 of [a-z0-9_-]. The store makes it on first connect.
+                let url =
+                    format!("spanner://projects/stockroom-test/instances/e2e/databases/t{}", &id[id.len() - 29..]);
+                Self { backend, url, pg_name: None, dir: None, spanner: true }
             }
         }
     }
@@ -65,6 +104,20 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if std::mem::take(&mut self.spanner) {
+            let settings = settings_for(&self.url).store();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(db) = stockroom_store::Inspect::open(&settings).await {
+                            let _ = db.drop_database().await;
+                        }
+                    });
+                }
+            })
+            .join();
         }
         if let Some(name) = self.pg_name.take() {
             // Drop runs outside any async context we can rely on: a small runtime of its own does the DROP.
@@ -240,7 +293,7 @@ impl TestApp {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let mut settings = settings_for(&db.url);
         let clock = std::sync::Arc::new(stockroom_store::OffsetClock::default());
         settings.clock = Some(clock.clone());
         // Background work reacts fast in tests; a test that wants it off sets 0.
@@ -273,7 +326,7 @@ impl TestApp {
     pub async fn spawn_aggregator(db: TestDb) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut settings = stockroom_runtime::Settings::for_database(db.url.clone());
+        let mut settings = settings_for(&db.url);
         let clock = std::sync::Arc::new(stockroom_store::OffsetClock::default());
         settings.clock = Some(clock.clone());
         let services = settings.services().await.expect("services");
@@ -326,6 +379,7 @@ impl TestApp {
             url: self.db.url.clone(),
             pg_name: self.db.pg_name.take(),
             dir: self.db.dir.take(),
+            spanner: std::mem::take(&mut self.db.spanner),
         }
     }
 }
@@ -362,7 +416,11 @@ impl ChildApp {
     /// The same, with extra environment (settings) for the child.
     pub async fn spawn_with(bin: &str, url: &str, env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if url.starts_with("spanner:") {
+            command.env("SPANNER_EMULATOR_HOST", spanner_emulator_host());
+        }
+        let mut child = command
             .arg("serve")
             .env("PORT", "0")
             .env("STOCKROOM_BIND", "127.0.0.1")
@@ -588,13 +646,22 @@ impl Api {
     }
 }
 
+/// Rows read directly from a test database, on any store (for what the API does not show: queues, the raw
+/// outbox).
+pub async fn rows(url: &str, sql: &str) -> Vec<stockroom_store::Row> {
+    let db = stockroom_store::Inspect::open(&settings_for(url).store()).await.expect("open the test database");
+    db.rows(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+}
+
+/// One statement run directly on a test database, in its own transaction.
+pub async fn execute(url: &str, sql: &str) -> u64 {
+    let db = stockroom_store::Inspect::open(&settings_for(url).store()).await.expect("open the test database");
+    db.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+}
+
 /// Rows of a table in a test database, counted directly (for queues the API does not show).
 pub async fn count_rows(url: &str, sql: &str) -> i64 {
-    use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut conn).await.expect("count");
-    row.try_get::<i64, _>(0).expect("a count")
+    rows(url, sql).await.first().and_then(|r| r.int(0).ok()).expect("a count")
 }
 
 /// A movement as the outbox publishes it, for tests and benchmarks that feed the aggregator directly.

@@ -216,19 +216,14 @@ async fn scripted_history_gives_known_answers(backend: Backend) {
 
 /// Sets a sku's thresholds in the ledger's policy table, as `PUT /v1/skus/{sku}/policy` does.
 async fn set_policy(db: &TestDb, sku: &str, low_stock_days: Option<i64>, reorder_point: Option<i64>) {
-    use sqlx::Connection as _;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("open the test database");
-    sqlx::query(
+    let number = |n: Option<i64>| n.map_or("NULL".to_owned(), |n| n.to_string());
+    let sql = format!(
         "INSERT INTO sku_policies (sku, low_stock_days, reorder_point, safety_stock, updated_at) \
-         VALUES ($1, $2, $3, 0, 0)",
-    )
-    .bind(sku)
-    .bind(low_stock_days)
-    .bind(reorder_point)
-    .execute(&mut conn)
-    .await
-    .expect("policy");
+         VALUES ('{sku}', {}, {}, 0, 0)",
+        number(low_stock_days),
+        number(reorder_point)
+    );
+    assert_eq!(stockroom_e2e::execute(&db.url, &sql).await, 1, "policy");
 }
 
 /// One sku walks ok → low → depleted → ok. Every event is delivered two or three times, by both paths, the
@@ -431,11 +426,8 @@ async fn shuffled_duplicated_delivery_gives_the_same_figures(backend: Backend) {
 }
 
 async fn outbox_events(url: &str) -> Vec<Value> {
-    use sqlx::{Connection as _, Row as _};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
-    let rows = sqlx::query("SELECT event FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
-    rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).filter_map(|s| serde_json::from_str(&s).ok()).collect()
+    let rows = stockroom_e2e::rows(url, "SELECT event FROM outbox ORDER BY id").await;
+    rows.iter().filter_map(|r| r.text(0).ok()).filter_map(|s| serde_json::from_str(&s).ok()).collect()
 }
 
 /// Bad queries and unreadable movement events are 4xx with a JSON error and record nothing.
@@ -528,7 +520,7 @@ async fn live_sales_reach_analytics_within_seconds(backend: Backend) {
     assert_eq!(row(&health.body, "LIVE")["available"], 0);
 }
 
-on_both_stores!(
+on_every_store!(
     scripted_history_gives_known_answers,
     each_crossing_is_told_once_under_duplicate_delivery,
     racing_causes_of_one_crossing_tell_it_once,

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, Reply, TestApp};
 
-on_both_stores!(
+on_every_store!(
     a_delta_adds_to_on_hand_and_answers_the_new_levels,
     a_set_makes_on_hand_exactly_the_count,
     a_batch_applies_every_change_in_one_go,

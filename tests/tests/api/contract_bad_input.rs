@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, Reply, TestApp};
 
-on_both_stores!(
+on_every_store!(
     malformed_json_is_400_malformed_json_and_changes_nothing,
     json_of_the_wrong_shape_is_422_and_changes_nothing,
     a_sku_outside_the_alphabet_or_too_long_is_422_invalid_sku,

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, TestApp};
 
-on_both_stores!(
+on_every_store!(
     creating_a_location_answers_201_and_updating_it_answers_200,
     a_location_without_a_name_is_named_after_its_id,
     locations_are_listed_by_priority_then_id,

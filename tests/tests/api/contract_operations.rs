@@ -6,7 +6,7 @@ use stockroom_e2e::{Backend, ChildApp, TestApp, TestDb};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_stockroom-e2e-server");
 
-on_both_stores!(
+on_every_store!(
     healthz_answers_200_while_the_process_lives,
     readyz_answers_200_when_the_store_is_reachable,
     metrics_are_prometheus_text_that_count_requests,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, Reply, TestApp};
 
-on_both_stores!(
+on_every_store!(
     holding_stock_answers_201_with_the_reservation,
     a_hold_without_ttl_lives_900_seconds,
     a_line_without_location_is_sourced_by_priority_and_split_across_locations,
@@ -346,8 +346,8 @@ async fn a_commit_of_lines_the_hold_does_not_have_is_refused_and_keeps_the_hold(
 
 async fn committing_an_expired_hold_is_410_reservation_expired(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10)]).await;
-    let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
-    app.advance(Duration::from_millis(1_200));
+    let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 60 })).await);
+    app.advance(Duration::from_secs(61));
 
     let r = step(&app, &id, "commit").await;
 
@@ -442,9 +442,9 @@ async fn releasing_a_fulfilled_reservation_is_409_invalid_state(b: Backend) {
 
 async fn a_hold_past_its_expiry_stops_counting_at_read_time_without_any_job(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10)]).await;
-    let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
+    let id = id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 60 })).await);
     assert_eq!(figures(&app, "mug", "a").await, [10, 4, 0, 6]);
-    app.advance(Duration::from_millis(1_200));
+    app.advance(Duration::from_secs(61));
 
     let read = app.get(&format!("/v1/reservations/{id}")).await;
     let stock = figures(&app, "mug", "a").await;
@@ -459,13 +459,13 @@ async fn a_hold_past_its_expiry_stops_counting_at_read_time_without_any_job(b: B
 
 async fn the_expire_job_books_lapsed_holds_once(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10), ("mug", "b", 10)]).await;
-    let short = |q: i64| json!({ "lines": [{ "sku": "mug", "quantity": q }], "ttl_seconds": 1 });
+    let short = |q: i64| json!({ "lines": [{ "sku": "mug", "quantity": q }], "ttl_seconds": 60 });
     let split = id_of(&reserve(&app, short(12)).await);
     let small = id_of(
-        &reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 2, "location": "b" }], "ttl_seconds": 1 })).await,
+        &reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 2, "location": "b" }], "ttl_seconds": 60 })).await,
     );
     let live = id_of(&app.hold("mug", 3).await);
-    app.advance(Duration::from_millis(1_200));
+    app.advance(Duration::from_secs(61));
     let scheduler = [("content-type", "application/json"), ("x-cloudscheduler", "true")];
 
     let first = app.send("POST", "/jobs/expire-reservations", &scheduler, None).await;
@@ -551,8 +551,8 @@ async fn the_same_reservation_id_answers_as_the_first_time_whatever_idempotency_
 /// "`Idempotency-Key` on any POST behaves the same way": the jobs are POSTs too.
 async fn an_idempotency_key_on_the_expire_job_answers_the_first_summary_again(b: Backend) {
     let app = with_stock(b, &[("mug", "a", 10)]).await;
-    id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 1 })).await);
-    app.advance(Duration::from_millis(1_200));
+    id_of(&reserve(&app, json!({ "lines": [{ "sku": "mug", "quantity": 4 }], "ttl_seconds": 60 })).await);
+    app.advance(Duration::from_secs(61));
     let headers = [("x-cloudscheduler", "true"), ("idempotency-key", "expire-2026-01-01T00:00")];
 
     let first = app.send("POST", "/jobs/expire-reservations", &headers, None).await;

@@ -18,7 +18,7 @@ use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, Reply, TestApp, TestDb, count_rows};
 
-on_both_stores!(
+on_every_store!(
     a_valid_google_token_lets_commands_through_events_and_pubsub_push,
     an_expired_foreign_unverified_or_missing_token_is_401_with_a_json_error_and_applies_nothing,
     the_scheduler_jobs_need_a_token_and_the_stock_api_does_not,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stockroom_e2e::{Backend, TestApp, count_rows};
 
-on_both_stores!(
+on_every_store!(
     a_shopify_order_travels_from_the_webhook_to_the_event_stream,
     a_forged_missing_or_retired_signature_is_401_and_applies_nothing,
     the_webhook_signed_with_the_secret_being_rotated_out_is_still_accepted,

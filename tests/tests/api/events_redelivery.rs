@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use futures::future::join_all;
 use serde_json::{Value, json};
-use sqlx::{Connection, Row};
 use stockroom_e2e::{Api, Backend, Reply, Rng, TestApp, count_rows, replayed_levels};
 
-on_both_stores!(
+on_every_store!(
     delivering_every_command_one_to_three_times_in_random_order_gives_the_same_levels_and_events_as_once_in_order
 );
 
@@ -380,13 +379,11 @@ async fn observe(app: &TestApp, run: &str, ctx: &str) -> Outcome {
     }
 
     let all = app.all_movements("").await;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&app.db.url).await.expect("open the test database");
-    let rows = sqlx::query("SELECT id, event FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
+    let rows = stockroom_e2e::rows(&app.db.url, "SELECT id, event FROM outbox ORDER BY id").await;
     let mut events = BTreeSet::new();
     for row in &rows {
-        let id: String = row.get(0);
-        let event: Value = serde_json::from_str(&row.get::<String, _>(1)).expect("event JSON");
+        let id = row.text(0).expect("an id");
+        let event: Value = serde_json::from_str(&row.text(1).expect("an event")).expect("event JSON");
         assert_ne!(event["type"], REFUSED, "{ctx}: run {run}: a command was refused: {event}");
         assert_eq!(event["id"].as_str(), Some(id.as_str()), "{ctx}: run {run}: the row id is the event id");
         assert_eq!(event["data"]["movement"]["id"].as_str(), Some(id.as_str()), "{ctx}: run {run}: {event}");

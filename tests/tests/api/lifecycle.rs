@@ -8,7 +8,7 @@ use stockroom_e2e::{Backend, ChildApp, TestDb};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_stockroom-e2e-server");
 
-on_both_stores!(the_process_honours_port_logs_traces_and_drains_on_sigterm);
+on_every_store!(the_process_honours_port_logs_traces_and_drains_on_sigterm);
 
 async fn the_process_honours_port_logs_traces_and_drains_on_sigterm(b: Backend) {
     let db = TestDb::new(b).await;

@@ -1,8 +1,9 @@
-//! End-to-end tests: the assembled suite over real HTTP, each test on a fresh SQLite file and again on a fresh
-//! PostgreSQL database. One test binary (one link, one process) for all of them.
+//! End-to-end tests: the assembled suite over real HTTP, each test on a fresh database of each store: a SQLite
+//! file, a PostgreSQL database, and a Spanner database on Google's emulator. One test binary (one link, one
+//! process) for all of them.
 
-/// Runs an `async fn(Backend)` test once per store: `mod name { sqlite, postgres }`.
-macro_rules! on_both_stores {
+/// Runs an `async fn(Backend)` test once per store: `mod name { sqlite, postgres, spanner }`.
+macro_rules! on_every_store {
     ($($name:ident),+ $(,)?) => {
         $(
             mod $name {
@@ -14,6 +15,11 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn postgres() {
                     super::$name(stockroom_e2e::Backend::Postgres).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn spanner() {
+                    super::$name(stockroom_e2e::Backend::Spanner).await
                 }
             }
         )+
@@ -35,4 +41,5 @@ mod events_chain;
 mod events_outbox;
 mod events_redelivery;
 mod lifecycle;
+mod migrations;
 mod outbox;

@@ -4,20 +4,18 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use sqlx::{Connection, Row};
 use stockroom_e2e::{Backend, TestApp};
 
-on_both_stores!(every_movement_has_exactly_one_outbox_event_with_its_id_and_levels);
+on_every_store!(every_movement_has_exactly_one_outbox_event_with_its_id_and_levels);
 
 async fn outbox_events(url: &str) -> Vec<Value> {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("open the test database");
-    let rows = sqlx::query("SELECT id, sku, event FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
+    let rows = stockroom_e2e::rows(url, "SELECT id, sku, event FROM outbox ORDER BY id").await;
     rows.iter()
         .map(|r| {
-            let event: Value = serde_json::from_str(&r.get::<String, _>(2)).expect("event JSON");
-            assert_eq!(event["id"].as_str(), Some(r.get::<String, _>(0).as_str()), "row id is the event id");
-            assert_eq!(event["subject"].as_str(), Some(r.get::<String, _>(1).as_str()), "ordering key is the sku");
+            let (id, sku) = (r.text(0).expect("an id"), r.text(1).expect("a sku"));
+            let event: Value = serde_json::from_str(&r.text(2).expect("an event")).expect("event JSON");
+            assert_eq!(event["id"].as_str(), Some(id.as_str()), "row id is the event id");
+            assert_eq!(event["subject"].as_str(), Some(sku.as_str()), "ordering key is the sku");
             event
         })
         .collect()
