@@ -681,31 +681,42 @@ pub struct MovementSpec<'a> {
 }
 
 impl MovementSpec<'_> {
-    /// The structured CloudEvent the outbox would hold for it (the shape of `events/examples/*`).
+    /// The structured CloudEvent the outbox would hold for it, built with the catalogue's types.
     pub fn event(&self) -> Value {
+        use stockroom_events::event as ev;
         let ty = match self.kind {
-            "adjustment" => "dev.stockroom.stock.changed.v1",
-            "hold" => "dev.stockroom.reservation.held.v1",
-            "commit" => "dev.stockroom.reservation.committed.v1",
-            "fulfil" => "dev.stockroom.reservation.fulfilled.v1",
-            "release" => "dev.stockroom.reservation.released.v1",
-            _ => "dev.stockroom.reservation.expired.v1",
+            "adjustment" => ev::STOCK_CHANGED,
+            "hold" => ev::RESERVATION_HELD,
+            "commit" => ev::RESERVATION_COMMITTED,
+            "fulfil" => ev::RESERVATION_FULFILLED,
+            "release" => ev::RESERVATION_RELEASED,
+            _ => ev::RESERVATION_EXPIRED,
         };
         let at = self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let (d, a) = (self.deltas, self.after);
-        json!({
-            "specversion": "1.0", "id": self.id, "source": self.source, "type": ty, "subject": self.sku,
-            "time": at, "datacontenttype": "application/json",
-            "data": {
-                "movement": {
-                    "id": self.id, "at": at, "sku": self.sku, "location": self.location, "kind": self.kind,
-                    "deltas": { "on_hand": d.0, "reserved": d.1, "committed": d.2 },
-                    "reason": self.kind, "reference": null, "cause": self.cause,
-                },
-                "levels": {
-                    "on_hand": a.0, "reserved": a.1, "committed": a.2, "safety_stock": 0, "available": a.0 - a.1 - a.2,
-                },
+        let data = ev::MovementData {
+            movement: ev::Movement {
+                id: self.id.to_owned(),
+                at: at.clone(),
+                sku: self.sku.to_owned(),
+                location: self.location.to_owned(),
+                kind: self.kind.to_owned(),
+                deltas: ev::Deltas { on_hand: d.0, reserved: d.1, committed: d.2 },
+                reason: self.kind.to_owned(),
+                reference: None,
+                cause: Some(self.cause.to_owned()),
             },
-        })
+            levels: ev::Levels {
+                on_hand: a.0,
+                reserved: a.1,
+                committed: a.2,
+                safety_stock: 0,
+                available: a.0 - a.1 - a.2,
+            },
+        };
+        stockroom_events::CloudEvent::new(ty, self.id, self.source, data)
+            .with_subject(self.sku)
+            .with_time(at)
+            .to_value()
     }
 }

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use stockroom_domain::analytics::{
     Bucket, Health, HealthStatus, SalesPoint, TOP_SELLERS_DEFAULT, TOP_SELLERS_MAX, TopSeller, Window, series_starts,
 };
+use stockroom_events::CloudEvent;
 use stockroom_events::event::{self as ev, MovementData};
 use stockroom_runtime::events::{self, Envelope, IncomingEvent, envelope_of_message};
 use stockroom_runtime::services::SinkError;
@@ -117,21 +118,15 @@ pub fn observe_structured(event: &Value) -> Result<ObservedEvent, ApiError> {
 
 /// The envelope back as a structured CloudEvent, for the raw table.
 fn structured(env: &Envelope, extra: &IncomingEvent) -> Value {
-    let mut v = json!({
-        "specversion": "1.0", "id": env.id, "source": env.source, "type": env.ty,
-        "datacontenttype": "application/json", "data": env.data,
-    });
-    if let Some(s) = &extra.subject {
-        v["subject"] = json!(s);
-    }
-    if let Some(t) = &extra.time {
-        v["time"] = json!(t);
-    }
-    v
+    let mut event = CloudEvent::new(&env.ty, env.id.clone(), env.source.clone(), env.data.clone());
+    event.subject = extra.subject.clone();
+    event.time = extra.time.clone();
+    event.to_value()
 }
 
+/// A Pub/Sub message's event, which has no content type of its own (the message is JSON).
 fn message_body(env: &Envelope) -> Value {
-    json!({ "specversion": "1.0", "id": env.id, "source": env.source, "type": env.ty, "data": env.data })
+    CloudEvent::new(&env.ty, env.id.clone(), env.source.clone(), env.data.clone()).without_content_type().to_value()
 }
 
 /// The local wiring: every relayed event is recorded before it goes on to `next` (the live feed), so a

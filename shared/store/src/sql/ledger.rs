@@ -482,7 +482,7 @@ async fn write_book(
         let current = running.get(&key).copied().unwrap_or_else(|| before.levels(&m.sku, &m.location));
         let after = current.apply(&m.deltas).map_err(corrupt)?;
         running.insert(key, after);
-        events.push(movement_event(m, origin, &after).to_string());
+        events.push(movement_event(m, origin, &after)?.to_string());
     }
     let rows_max = PARAMS_MAX / MOVEMENT_COLUMNS;
     for (chunk, events) in book.movements().chunks(rows_max).zip(events.chunks(rows_max)) {
