@@ -308,7 +308,7 @@ impl TestApp {
             };
             let _ = ready_tx.send(());
             let webhooks = stockroom_webhooks::WebhookSettings {
-                shopify_secrets: SHOPIFY_TEST_SECRETS.to_owned(),
+                shopify_secrets: SHOPIFY_TEST_SECRETS.into(),
                 shopify_default_location: String::new(),
             };
             if let Err(e) = stockroom::serve(listener, settings, webhooks, shutdown).await {

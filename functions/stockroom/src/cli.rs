@@ -47,7 +47,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             // demo takes its own file instead of `stockroom.db`.
             let named = matches.subcommand_matches("demo").and_then(|m| m.value_source("database_url"));
             if named == Some(ValueSource::DefaultValue) {
-                settings.database_url = crate::demo::DATABASE_URL_DEFAULT.to_owned();
+                settings.database_url = crate::demo::DATABASE_URL_DEFAULT.into();
             }
             logging::init(settings.project.clone());
             let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;

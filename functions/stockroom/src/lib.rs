@@ -61,7 +61,7 @@ pub async fn serve(
     let services = stockroom_aggregator::aggregate_locally(services);
     settings.start_background(&services, stockroom_runtime::Background::all(stockroom_stock_updates::queued_handler()));
     let app = app(services, &settings, &webhooks);
-    tracing::info!(address = %listener.local_addr()?, database = %redact(&settings.database_url), "stockroom serving");
+    tracing::info!(address = %listener.local_addr()?, database = %redact(secrecy::ExposeSecret::expose_secret(&settings.database_url)), "stockroom serving");
     run(listener, app, shutdown, Duration::from_secs(settings.drain_seconds)).await?;
     tracing::info!("stockroom stopped");
     Ok(())

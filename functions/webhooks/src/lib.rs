@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use stockroom_runtime::{ApiError, Fault, JsonBody, RawBody, Services, fields, ok};
@@ -27,8 +28,8 @@ pub const SOURCE: &str = "//stockroom/webhooks";
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebhookSettings {
     /// Shopify's webhook secrets, comma-separated (two during a rotation).
-    #[arg(long, env = "STOCKROOM_SHOPIFY_SECRETS", default_value = "", hide_env_values = true)]
-    pub shopify_secrets: String,
+    #[arg(long, env = "STOCKROOM_SHOPIFY_SECRETS", default_value = "", hide_env_values = true, value_parser = stockroom_runtime::settings::secret)]
+    pub shopify_secrets: SecretString,
     /// Where restocked refund lines go when Shopify's location is not mapped.
     #[arg(long, env = "STOCKROOM_SHOPIFY_DEFAULT_LOCATION", default_value = "")]
     pub shopify_default_location: String,
@@ -44,7 +45,7 @@ struct WebhookState {
 pub fn router(services: Services, settings: &WebhookSettings) -> Router {
     let state = WebhookState {
         services,
-        secrets: Arc::new(shopify::Secrets::parse(&settings.shopify_secrets)),
+        secrets: Arc::new(shopify::Secrets::parse(settings.shopify_secrets.expose_secret())),
         default_location: settings.shopify_default_location.as_str().into(),
     };
     Router::new()
@@ -187,4 +188,16 @@ async fn put_location(
     let location = fields::location(&body.value.location)?;
     state.services.external_ids().put_shopify_location(id.clone(), location.clone()).await?;
     Ok(ok(StatusCode::OK, &json!({ "location_id": id, "location": location })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webhook_secrets_never_reach_debug_output() {
+        let settings = super::WebhookSettings {
+            shopify_secrets: "shpss_hush_one,shpss_hush_two".into(),
+            shopify_default_location: String::new(),
+        };
+        assert!(!format!("{settings:?}").contains("hush"), "{settings:?}");
+    }
 }

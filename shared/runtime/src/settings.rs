@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use secrecy::{ExposeSecret, SecretString};
 use stockroom_store::{Clock, SqlStore, Store, StoreSettings, SystemClock};
 
 use crate::oidc::{OidcConfig, OidcVerifier};
@@ -21,8 +22,9 @@ pub struct Settings {
     pub bind: String,
     /// The ledger: `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or
     /// `spanner://projects/P/instances/I/databases/D` (a PostgreSQL-dialect database).
-    #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db")]
-    pub database_url: String,
+    /// A secret: it may carry a password, so `Debug` never shows it.
+    #[arg(long, env = "STOCKROOM_DATABASE_URL", default_value = "sqlite://stockroom.db", value_parser = secret, hide_env_values = true)]
+    pub database_url: SecretString,
     /// PostgreSQL connections (SQLite: reader connections).
     #[arg(long, env = "STOCKROOM_DB_POOL_MAX", default_value_t = 16)]
     pub db_pool_max: u32,
@@ -103,6 +105,11 @@ pub struct Settings {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
+/// A setting that is a secret, as clap parses it.
+pub fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
 impl Settings {
     /// Defaults for a database, as a test or an embedding program would start from.
     pub fn for_database(url: impl Into<String>) -> Self {
@@ -114,7 +121,7 @@ impl Settings {
         }
         // Parsing no arguments gives the documented defaults (and whatever STOCKROOM_* the environment sets).
         let mut s = Only::try_parse_from(["stockroom"]).map(|o| o.s).unwrap_or_else(|_| Self::fallback());
-        s.database_url = url.into();
+        s.database_url = SecretString::from(url.into());
         s
     }
 
@@ -122,7 +129,7 @@ impl Settings {
         Self {
             port: 8080,
             bind: "0.0.0.0".into(),
-            database_url: "sqlite://stockroom.db".into(),
+            database_url: SecretString::from("sqlite://stockroom.db"),
             db_pool_max: 16,
             db_acquire_timeout_ms: 5_000,
             sqlite_batch_max: 128,
@@ -151,7 +158,7 @@ impl Settings {
     }
 
     pub fn store(&self) -> StoreSettings {
-        let mut s = StoreSettings::new(self.database_url.clone(), crate::http::render);
+        let mut s = StoreSettings::new(self.database_url.expose_secret(), crate::http::render);
         s.clock = self.clock();
         s.spanner.emulator = self.spanner_emulator_rest();
         s.spanner.abort_retries_max = self.spanner_abort_retries_max;
@@ -263,4 +270,17 @@ pub async fn serve_function(
     run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;
     tracing::info!(function = name, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_reaches_debug_output() {
+        let settings = Settings::for_database("postgres://stockroom:hunter2@db.internal:5432/ledger");
+        assert!(!format!("{settings:?}").contains("hunter2"), "{settings:?}");
+        assert!(!format!("{:?}", settings.store()).contains("hunter2"));
+        assert_eq!(settings.store().url.expose_secret(), "postgres://stockroom:hunter2@db.internal:5432/ledger");
+    }
 }

@@ -2,6 +2,8 @@
 //! gives connections and runs write jobs its own way; what the jobs do is the same everywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,8 +26,9 @@ use crate::sql::{Conn, Dialect, Row, analytics, ledger, list, query, queues, sch
 /// Tuning, each with its unit. Defaults suit one small machine.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// `sqlite://PATH`, `postgres://…` or `spanner://projects/P/instances/I/databases/D`.
-    pub url: String,
+    /// `sqlite://PATH`, `postgres://…` or `spanner://projects/P/instances/I/databases/D`. A secret: a URL may carry
+    /// a password, so `Debug` never shows it.
+    pub url: SecretString,
     /// PostgreSQL connections, SQLite reader connections, or Spanner sessions.
     pub pool_max: u32,
     /// How long a request waits for a connection before the store answers "unavailable".
@@ -54,7 +57,7 @@ pub struct StoreSettings {
 impl StoreSettings {
     pub fn new(url: impl Into<String>, render: Render) -> Self {
         Self {
-            url: url.into(),
+            url: SecretString::from(url.into()),
             pool_max: 16,
             acquire_timeout_ms: 5_000,
             batch_max: 128,
@@ -78,7 +81,7 @@ const MIGRATE_ATTEMPTS_MAX: u32 = 100;
 type Opened = (Arc<dyn Backend>, Box<dyn Conn>, Option<Arc<Spanner>>);
 
 async fn open(settings: &StoreSettings) -> Result<Opened, StoreError> {
-    let url = settings.url.as_str();
+    let url = settings.url.expose_secret();
     let tuning = backend::sqlx::SqlxSettings {
         pool_max: settings.pool_max,
         acquire_timeout_ms: settings.acquire_timeout_ms,
