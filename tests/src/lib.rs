@@ -57,6 +57,14 @@ pub fn settings_for(url: &str) -> stockroom_runtime::Settings {
     settings
 }
 
+/// Spanner tests take turns, each holding this for its whole run (SQLite and PostgreSQL tests run beside them):
+/// the emulator applies one read-write transaction at a time across all its databases, so Spanner tests at once
+/// only queue behind each other, and a child process of one (killed, restarted) would be starved by the others.
+pub async fn spanner_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub backend: Backend,

@@ -2,6 +2,9 @@
 //! lists the stock, a sale made through the API shows up in its row without a reload, the counters and the sales
 //! chart draw, and a screenshot lands in `target/test-artifacts/dashboard.png`. `scripts/browser-deps` installs
 //! chromium and playwright-core when they are missing; a machine where that fails fails this test.
+//!
+//! On SQLite only: it tests the page, which reads the same API on every store, and a browser run is the slowest
+//! test there is; the analytics it shows are tested on all three stores in `analytics.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -19,6 +19,7 @@ macro_rules! on_every_store {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn spanner() {
+                    let _turn = stockroom_e2e::spanner_turn().await;
                     super::$name(stockroom_e2e::Backend::Spanner).await
                 }
             }

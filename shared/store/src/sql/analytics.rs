@@ -16,7 +16,7 @@ use stockroom_domain::analytics::{
 
 use crate::analytics::{ObservedEvent, ObservedMovement, Recorded};
 use crate::error::StoreError;
-use crate::sql::{Conn, list, query};
+use crate::sql::{Conn, list, query, queues};
 use crate::store::Ctx;
 
 /// The series row of a sku across all its locations.
@@ -35,15 +35,18 @@ pub(crate) async fn record(
     events: &[ObservedEvent],
     now: Timestamp,
 ) -> Result<Recorded, StoreError> {
-    // Redeliveries are common (Pub/Sub is at-least-once): leave out events recorded before without taking any
-    // lock. The insert below stays the arbiter for events that race in now.
+    // Redeliveries are common (Pub/Sub is at-least-once): leave out events recorded before, before any status
+    // row is locked. The insert below stays the arbiter for events that race in now. (The look-up is inside the
+    // transaction: a plain read there locks nothing on SQLite and PostgreSQL, and on Spanner's emulator a strong
+    // read outside one waits about a third of a second.)
+    c.begin().await?;
     let known = recorded_before(c, events).await?;
     let fresh: Vec<&ObservedEvent> = events.iter().filter(|e| !known.contains(e.id.as_str())).collect();
     let mut done = Recorded { duplicates: events.len() - fresh.len(), ..Recorded::default() };
     if fresh.is_empty() {
+        c.commit().await?;
         return Ok(done);
     }
-    c.begin().await?;
     let skus: BTreeSet<&str> = fresh.iter().filter_map(|e| e.movement.as_ref()).map(|m| m.sku.as_str()).collect();
     let mut status = BTreeMap::new();
     for sku in &skus {
@@ -99,11 +102,7 @@ pub(crate) async fn record(
                 .bind(now)
                 .bind(sku)
                 .bind(ALL_LOCATIONS),
-            query("INSERT INTO outbox (id, sku, created_at, event, published_at) VALUES ($1, $2, $3, $4, NULL)")
-                .bind(&id)
-                .bind(sku)
-                .bind(now)
-                .bind(event.to_string()),
+            queues::outbox_row(&id, sku, now, &event),
         ])
         .await?;
         done.crossings += 1;
@@ -157,17 +156,9 @@ async fn insert_raw(c: &mut dyn Conn, e: &ObservedEvent, now: Timestamp) -> Resu
 /// repeated events never roll them back.
 async fn upsert_levels(c: &mut dyn Conn, m: &ObservedMovement) -> Result<(), StoreError> {
     let at = m.at.timestamp_micros();
-    if c.dialect().has_conditional_upsert() {
-        c.execute(
-            query(
-                "INSERT INTO analytics_levels (sku, location, on_hand, reserved, committed, safety_stock, available, \
-                 movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-                 committed = excluded.committed, safety_stock = excluded.safety_stock, available = excluded.available, \
-                 movement_at = excluded.movement_at, movement_id = excluded.movement_id \
-                 WHERE analytics_levels.movement_at < excluded.movement_at \
-                    OR (analytics_levels.movement_at = excluded.movement_at AND analytics_levels.movement_id < excluded.movement_id)",
-            )
+    // The row as `m` leaves it, in the column order of every statement below.
+    let row = |sql: &'static str| {
+        query(sql)
             .bind(&m.sku)
             .bind(&m.location)
             .bind(m.on_hand)
@@ -176,8 +167,18 @@ async fn upsert_levels(c: &mut dyn Conn, m: &ObservedMovement) -> Result<(), Sto
             .bind(m.safety_stock)
             .bind(m.available)
             .bind(at)
-            .bind(&m.id),
-        )
+            .bind(&m.id)
+    };
+    if c.dialect().has_conditional_upsert() {
+        c.execute(row(
+            "INSERT INTO analytics_levels (sku, location, on_hand, reserved, committed, safety_stock, available, \
+             movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
+             committed = excluded.committed, safety_stock = excluded.safety_stock, available = excluded.available, \
+             movement_at = excluded.movement_at, movement_id = excluded.movement_id \
+             WHERE analytics_levels.movement_at < excluded.movement_at \
+                OR (analytics_levels.movement_at = excluded.movement_at AND analytics_levels.movement_id < excluded.movement_id)",
+        ))
         .await?;
         return Ok(());
     }
@@ -200,19 +201,7 @@ async fn upsert_levels(c: &mut dyn Conn, m: &ObservedMovement) -> Result<(), Sto
              movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         }
     };
-    c.execute(
-        query(sql)
-            .bind(&m.sku)
-            .bind(&m.location)
-            .bind(m.on_hand)
-            .bind(m.reserved)
-            .bind(m.committed)
-            .bind(m.safety_stock)
-            .bind(m.available)
-            .bind(at)
-            .bind(&m.id),
-    )
-    .await?;
+    c.execute(row(sql)).await?;
     Ok(())
 }
 

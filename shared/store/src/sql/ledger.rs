@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use crate::event::{movement_event, refused_event};
 use crate::model::{Command, Delivery, Idempotency, ReservationView, StockFigures};
 use crate::outcome::{Answer, Effect, LevelRow, Outcome};
-use crate::sql::{Conn, PARAMS_MAX, Row, list, query};
+use crate::sql::{Conn, PARAMS_MAX, Row, list, query, queues};
 use crate::store::Ctx;
 
 /// Columns of one movement row: movements per INSERT are cut to fit [`PARAMS_MAX`].
@@ -239,14 +239,7 @@ async fn write_refused_event(
         _ => Some(subject.clone()),
     };
     let event = refused_event(&id, &subject, delivery, reservation_id, &answer.body, now);
-    c.execute(
-        query("INSERT INTO outbox (id, sku, created_at, event, published_at) VALUES ($1, $2, $3, $4, NULL)")
-            .bind(&id)
-            .bind(subject)
-            .bind(now)
-            .bind(event.to_string()),
-    )
-    .await?;
+    c.execute(queues::outbox_row(&id, &subject, now, &event)).await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use stockroom_domain::{Location, Sku, Timestamp};
 
 use crate::error::StoreError;
 use crate::model::{CountsFile, OutboxEvent, QueuedCommand, Settled};
-use crate::sql::{Conn, list, query};
+use crate::sql::{Conn, Query, list, query};
 
 /// Attempts after which a queued command is parked as dead (and logged) instead of retried.
 pub const COMMAND_ATTEMPTS_MAX: i64 = 20;
@@ -13,7 +13,7 @@ pub const COMMAND_ATTEMPTS_MAX: i64 = 20;
 const MARK_IDS_MAX: usize = 500;
 
 /// Runs `writes` in one (sub)transaction.
-async fn in_transaction(c: &mut dyn Conn, writes: Vec<crate::sql::Query>) -> Result<Vec<u64>, StoreError> {
+async fn in_transaction(c: &mut dyn Conn, writes: Vec<Query>) -> Result<Vec<u64>, StoreError> {
     c.begin().await?;
     let changed = c.execute_all(writes).await?;
     c.commit().await?;
@@ -89,6 +89,15 @@ pub(crate) async fn settle(c: &mut dyn Conn, id: &str, settled: &Settled, now: T
     };
     in_transaction(c, vec![q]).await?;
     Ok(())
+}
+
+/// One event into the outbox, to be published by the relay; `key` is its ordering key.
+pub(crate) fn outbox_row(id: &str, key: &str, now: Timestamp, event: &serde_json::Value) -> Query {
+    query("INSERT INTO outbox (id, sku, created_at, event, published_at) VALUES ($1, $2, $3, $4, NULL)")
+        .bind(id)
+        .bind(key)
+        .bind(now)
+        .bind(event.to_string())
 }
 
 pub(crate) async fn unpublished(c: &mut dyn Conn, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {

@@ -91,12 +91,12 @@ async fn pending(
     c: &mut dyn Conn,
     wanted: &[&'static (&'static str, &'static str)],
 ) -> Result<Vec<&'static (&'static str, &'static str)>, StoreError> {
-    let applied: Vec<String> = c
-        .fetch_all(query("SELECT version FROM schema_migrations ORDER BY version"))
-        .await?
-        .iter()
-        .map(|r| r.text(0))
-        .collect::<Result<_, _>>()?;
+    // In a transaction of its own: a consistent read everywhere, and on Spanner's emulator one that does not wait
+    // the third of a second its strong reads outside transactions do.
+    c.begin().await?;
+    let rows = c.fetch_all(query("SELECT version FROM schema_migrations ORDER BY version")).await?;
+    c.commit().await?;
+    let applied: Vec<String> = rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
     if let Some(newer) = applied.iter().find(|v| !MIGRATIONS.iter().any(|(name, _)| name == v)) {
         return Err(StoreError::Config(format!(
             "the database's schema has migration {newer}, which this binary does not know (its newest is {}): \

@@ -1,7 +1,10 @@
 //! A Spanner session as the rules use it. `begin` opens a read-write transaction lazily: the first statement
 //! begins it inline (one round trip less), `commit` commits it, `rollback` rolls it back. Spanner has no
 //! savepoints, so transactions do not nest; the rules never nest them on this backend (only SQLite's batching
-//! writer does). Outside a transaction, statements are strong single-use reads.
+//! writer does). Outside a read-write transaction, reads are strong: the first begins a read-only transaction
+//! inline (as a single-use read would, in one round trip), and any further read of the same request reads the
+//! same snapshot. A request that reads twice (levels, then policies) so sees one moment; and on the emulator,
+//! where a strong read that starts a transaction waits about a third of a second, it waits once.
 
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ const DDL_CONFLICT_RETRIES_MAX: u32 = 35;
 
 enum Tx {
     None,
+    /// Reads outside a write: a strong read-only snapshot, begun by the first of them.
+    ReadOnly(String),
     /// Begun; Spanner will start it with the first statement.
     Pending,
     Active(String),
@@ -55,18 +60,25 @@ impl SpannerConn {
     }
 
     /// The transaction selector for the next statement.
-    fn selector(&self) -> Option<Value> {
+    fn selector(&self) -> Value {
         match &self.tx {
-            Tx::None => None,
-            Tx::Pending => Some(json!({ "begin": { "readWrite": {} } })),
-            Tx::Active(id) => Some(json!({ "id": id })),
+            Tx::None => json!({ "begin": { "readOnly": { "strong": true } } }),
+            Tx::Pending => json!({ "begin": { "readWrite": {} } }),
+            Tx::ReadOnly(id) | Tx::Active(id) => json!({ "id": id }),
         }
     }
 
     fn started(&mut self, id: Option<String>) {
-        if let (Tx::Pending, Some(id)) = (&self.tx, id) {
-            self.tx = Tx::Active(id);
+        match (&self.tx, id) {
+            (Tx::Pending, Some(id)) => self.tx = Tx::Active(id),
+            (Tx::None, Some(id)) => self.tx = Tx::ReadOnly(id),
+            _ => {}
         }
+    }
+
+    /// In a read-write transaction (begun, or pending its first statement).
+    fn writing(&self) -> bool {
+        matches!(self.tx, Tx::Pending | Tx::Active(_))
     }
 
     fn next_seqno(&mut self) -> i64 {
@@ -87,6 +99,15 @@ impl SpannerConn {
             self.session.forget();
         }
         e
+    }
+
+    /// One statement, in the open transaction if any (beginning it if it is pending).
+    async fn statement(&mut self, q: Query) -> Result<super::rest::ResultSet, StoreError> {
+        let seqno = self.next_seqno();
+        let result = self.client.execute_sql(self.session.name(), self.selector(), seqno, &q).await;
+        let set = result.map_err(|e| self.note(e))?;
+        self.started(set.transaction.clone());
+        Ok(set)
     }
 
     /// Rolls back whatever is open, and waits for it: before a job runs again, the emulator must have let the
@@ -122,9 +143,10 @@ impl Conn for SpannerConn {
     }
 
     async fn begin(&mut self) -> Result<(), StoreError> {
-        if !matches!(self.tx, Tx::None) {
+        if self.writing() {
             return Err(StoreError::internal("spanner has no savepoints: a transaction cannot nest"));
         }
+        // A read-only snapshot needs no ending: it is simply left behind.
         self.take_turn().await?;
         self.tx = Tx::Pending;
         self.seqno = 0;
@@ -134,7 +156,7 @@ impl Conn for SpannerConn {
     async fn commit(&mut self) -> Result<(), StoreError> {
         let result = match std::mem::replace(&mut self.tx, Tx::None) {
             Tx::Active(id) => self.client.commit(self.session.name(), &id).await,
-            Tx::Pending | Tx::None => Ok(()),
+            Tx::Pending | Tx::None | Tx::ReadOnly(_) => Ok(()),
         };
         self.ended();
         result.map_err(|e| self.note(e))
@@ -143,38 +165,31 @@ impl Conn for SpannerConn {
     async fn rollback(&mut self) -> Result<(), StoreError> {
         let result = match std::mem::replace(&mut self.tx, Tx::None) {
             Tx::Active(id) => self.client.rollback(self.session.name(), &id).await,
-            Tx::Pending | Tx::None => Ok(()),
+            Tx::Pending | Tx::None | Tx::ReadOnly(_) => Ok(()),
         };
         self.ended();
         result.map_err(|e| self.note(e))
     }
 
     async fn execute(&mut self, q: Query) -> Result<u64, StoreError> {
-        if matches!(self.tx, Tx::None) {
+        if !self.writing() {
             return Err(StoreError::internal("spanner: a write outside a transaction"));
         }
-        let seqno = self.next_seqno();
-        let result = self.client.execute_sql(self.session.name(), self.selector(), seqno, &q).await;
-        let set = result.map_err(|e| self.note(e))?;
-        self.started(set.transaction);
-        Ok(set.changed)
+        Ok(self.statement(q).await?.changed)
     }
 
     async fn fetch_all(&mut self, q: Query) -> Result<Vec<Row>, StoreError> {
-        let seqno = self.next_seqno();
-        let result = self.client.execute_sql(self.session.name(), self.selector(), seqno, &q).await;
-        let set = result.map_err(|e| self.note(e))?;
-        self.started(set.transaction);
-        Ok(set.rows.into_iter().map(Row::Spanner).collect())
+        Ok(self.statement(q).await?.rows.into_iter().map(Row::Spanner).collect())
     }
 
     async fn execute_all(&mut self, qs: Vec<Query>) -> Result<Vec<u64>, StoreError> {
         if qs.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(selector) = self.selector() else {
+        if !self.writing() {
             return Err(StoreError::internal("spanner: a write outside a transaction"));
-        };
+        }
+        let selector = self.selector();
         let seqno = self.next_seqno();
         let (transaction, result) = self.client.execute_batch_dml(self.session.name(), selector, seqno, &qs).await;
         self.started(transaction);

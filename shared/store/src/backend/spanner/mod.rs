@@ -1,6 +1,7 @@
 //! Spanner's PostgreSQL dialect, over its REST API ([`rest`]).
 //!
-//! Sessions are pooled. Reads outside a write are strong single-use reads. A write job runs in read-write
+//! Sessions are pooled. Reads outside a write are strong, and a request's reads share one snapshot (see
+//! [`conn`]). A write job runs in read-write
 //! transactions begun inline with their first statement; when Spanner aborts one (it lost a lock conflict, or
 //! the emulator was busy with another), the whole job runs again after a jittered, growing pause, at most
 //! `abort_retries_max` times; then the request is answered 503 with `Retry-After`, and its idempotency claim

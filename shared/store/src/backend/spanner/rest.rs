@@ -168,7 +168,9 @@ impl Client {
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, StoreError> {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        let response = self.api.send(method, &self.url(path), bytes).await.map_err(refused)?;
+        let started = std::time::Instant::now();
+        let response = self.api.send(method.clone(), &self.url(path), bytes).await.map_err(refused)?;
+        tracing::debug!(%method, path, ms = started.elapsed().as_secs_f64() * 1e3, "spanner call");
         let text = response.text().await.map_err(|e| StoreError::transient(format!("spanner: {e}")))?;
         if text.trim().is_empty() {
             return Ok(Value::Null);
@@ -191,20 +193,17 @@ impl Client {
             .unwrap_or_default())
     }
 
-    /// A statement, in the transaction `selector` names (`{"id"}` or `{"begin"}`); none is a strong
-    /// single-use read.
+    /// A statement, in the transaction `selector` names (`{"id"}`, or `{"begin"}` to start one with it).
     pub(crate) async fn execute_sql(
         &self,
         session: &str,
-        selector: Option<Value>,
+        selector: Value,
         seqno: i64,
         q: &Query,
     ) -> Result<ResultSet, StoreError> {
         let mut body = statement(q);
-        if let Some(selector) = selector {
-            body["transaction"] = selector;
-            body["seqno"] = json!(seqno.to_string());
-        }
+        body["transaction"] = selector;
+        body["seqno"] = json!(seqno.to_string());
         Ok(ResultSet::of(&self.call(Method::POST, &format!("{session}:executeSql"), Some(body)).await?))
     }
 
