@@ -44,3 +44,4 @@ mod events_redelivery;
 mod lifecycle;
 mod migrations;
 mod outbox;
+mod readme_tour;
