@@ -142,8 +142,15 @@ pub fn respond(outcome: Outcome) -> Response {
     let a = render(&outcome);
     let mut response =
         json_response(StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &a.body);
-    if matches!(outcome, Outcome::Replayed(_)) {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    match outcome {
+        Outcome::Replayed(_) => {
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        // Not final: the same request, sent again shortly, gets the running attempt's answer.
+        Outcome::InProgress => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }
@@ -258,5 +265,23 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_still_running_is_409_with_retry_after_and_a_replay_says_so() {
+        let running = respond(Outcome::InProgress);
+        assert_eq!(running.status(), StatusCode::CONFLICT);
+        assert_eq!(running.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes), Some(&b"1"[..]));
+
+        let first = Answer { status: 201, body: json!({ "reservation_id": "r" }) };
+        let replayed = respond(Outcome::Replayed(first));
+        assert_eq!(replayed.status(), StatusCode::OK);
+        assert_eq!(replayed.headers().get("idempotent-replayed").map(HeaderValue::as_bytes), Some(&b"true"[..]));
+        assert!(replayed.headers().get(header::RETRY_AFTER).is_none());
     }
 }

@@ -164,7 +164,8 @@ pub(crate) enum Work {
     Claim(Idempotency, String, i64),
     Unclaim(String, String),
     Finish(String, String, Answer),
-    Execute(Command, Option<(String, String)>, Option<Delivery>),
+    /// A command, with its idempotency key, claim token and lease: the key is taken in the command's transaction.
+    Execute(Command, Option<(Idempotency, String, i64)>, Option<Delivery>),
     Enqueue(Vec<QueuedCommand>),
     Settle(String, Settled),
     MarkPublished(Vec<String>),
@@ -206,7 +207,7 @@ impl Job {
                 Done::Unit
             }
             Work::Execute(command, claim, delivery) => {
-                let claim = claim.as_ref().map(|(k, t)| (k.as_str(), t.as_str()));
+                let claim = claim.as_ref().map(|(idem, token, lease)| (idem, token.as_str(), *lease));
                 Done::Outcome(ledger::execute(c, ctx, command, claim, delivery.as_ref()).await?)
             }
             Work::Enqueue(commands) => {
@@ -570,14 +571,12 @@ impl Ledger for SqlStore {
         idempotency: Option<Idempotency>,
         delivery: Option<Delivery>,
     ) -> Result<Outcome, StoreError> {
-        let claim = match self.claim(idempotency).await? {
-            Ok(claim) => claim,
-            Err(known) => return Ok(known),
-        };
-        match self.write(Work::Execute(command, claim.clone(), delivery)).await {
-            Ok(Done::Outcome(outcome)) => Ok(outcome),
-            Ok(_) => Err(unexpected()),
-            Err(e) => Err(self.give_back(claim, e).await),
+        // No claim of its own: the command's transaction takes the key, so a failed or killed attempt leaves the
+        // key free for its retry at once.
+        let claim = idempotency.map(|idem| (idem, self.ctx.ids.next_id(), self.claim_lease_seconds));
+        match self.write(Work::Execute(command, claim, delivery)).await? {
+            Done::Outcome(outcome) => Ok(outcome),
+            _ => Err(unexpected()),
         }
     }
 

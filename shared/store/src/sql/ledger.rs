@@ -39,9 +39,25 @@ pub(crate) async fn claim(
     lease_seconds: i64,
     now: Timestamp,
 ) -> Result<Claim, StoreError> {
+    c.begin().await?;
+    let outcome = take(c, idem, token, lease_seconds, now).await?;
+    c.commit().await?;
+    Ok(outcome)
+}
+
+/// [`claim`] inside the caller's transaction. Where the effect's own transaction takes the key, an attempt that
+/// fails or dies leaves nothing behind: its retry finds the key free at once. A concurrent attempt with the same
+/// key waits on the row (PostgreSQL), queues behind it (SQLite) or is aborted and run again (Spanner), and then
+/// finds the first one's answer.
+async fn take(
+    c: &mut dyn Conn,
+    idem: &Idempotency,
+    token: &str,
+    lease_seconds: i64,
+    now: Timestamp,
+) -> Result<Claim, StoreError> {
     let now = now.timestamp_micros();
     let stale_before = now - lease_seconds * 1_000_000;
-    c.begin().await?;
     let inserted = c
         .execute(
             query(
@@ -97,7 +113,6 @@ pub(crate) async fn claim(
             }
         }
     };
-    c.commit().await?;
     Ok(outcome)
 }
 
@@ -149,17 +164,24 @@ pub(crate) async fn execute(
     c: &mut dyn Conn,
     ctx: &Ctx,
     command: &Command,
-    claim: Option<(&str, &str)>,
+    claim: Option<(&Idempotency, &str, i64)>,
     delivery: Option<&Delivery>,
 ) -> Result<Outcome, StoreError> {
     let now = ctx.clock.now();
     c.begin().await?;
+    // The key is taken in the effect's transaction: if it rolls back, or the process dies, so does the claim.
+    if let Some(known) = take_in_tx(c, claim, now).await? {
+        return Ok(known);
+    }
     let outcome = match run(c, ctx, command, now).await? {
         Ok(effect) => Outcome::Done(effect),
         Err(refusal) => {
-            // A refusal changes nothing: drop whatever the attempt wrote, keep only the answer.
+            // A refusal changes nothing: drop whatever the attempt wrote (the claim too), keep only the answer.
             c.rollback().await?;
             c.begin().await?;
+            if let Some(known) = take_in_tx(c, claim, now).await? {
+                return Ok(known);
+            }
             if let Some(delivery) = delivery {
                 if let Some(why) = early(c, command, &refusal).await? {
                     // Not an answer to store: the sender must come back once the predecessor is here.
@@ -171,8 +193,8 @@ pub(crate) async fn execute(
             Outcome::Refused(refusal)
         }
     };
-    if let Some((key, token)) = claim
-        && !finish(c, key, token, &(ctx.render)(&outcome), now).await?
+    if let Some((idem, token, _)) = claim
+        && !finish(c, &idem.key, token, &(ctx.render)(&outcome), now).await?
     {
         // Our claim was taken over (we outlived the lease): the other attempt's answer is the one that counts.
         c.rollback().await?;
@@ -180,6 +202,25 @@ pub(crate) async fn execute(
     }
     c.commit().await?;
     Ok(outcome)
+}
+
+/// Takes the key, if any, in the open transaction; the known outcome (after rolling back) when it is not ours.
+async fn take_in_tx(
+    c: &mut dyn Conn,
+    claim: Option<(&Idempotency, &str, i64)>,
+    now: Timestamp,
+) -> Result<Option<Outcome>, StoreError> {
+    let Some((idem, token, lease_seconds)) = claim else {
+        return Ok(None);
+    };
+    let known = match take(c, idem, token, lease_seconds, now).await? {
+        Claim::Claimed(_) => return Ok(None),
+        Claim::Replay(answer) => Outcome::Replayed(answer),
+        Claim::Mismatch => Outcome::Mismatch,
+        Claim::InProgress => Outcome::InProgress,
+    };
+    c.rollback().await?;
+    Ok(Some(known))
 }
 
 /// For a command that came as an event, whether its refusal only means "too early": the reservation it names
