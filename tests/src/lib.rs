@@ -106,6 +106,49 @@ impl TestDb {
             }
         }
     }
+
+    /// Waits until nothing a killed process sent can still land, so a test reads the database as the kill left it.
+    /// A SIGKILL does not stop what the server already handed on: PostgreSQL goes on with a backend's `COMMIT`, and
+    /// the Spanner emulator with a commit it received, after the client is gone. SQLite commits in the process, so
+    /// its file is settled once the process is dead.
+    pub async fn settle_after_kill(&self) {
+        const WAIT_MAX: Duration = Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        match (self.backend, &self.pg_name) {
+            (Backend::Postgres, Some(name)) => {
+                // A backend still busy (or inside a transaction) for this database may commit; an idle one, whose
+                // client is dead, cannot start anything.
+                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("PostgreSQL admin");
+                loop {
+                    let busy: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() \
+                         AND state IS DISTINCT FROM 'idle'",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("pg_stat_activity");
+                    if busy == 0 {
+                        return;
+                    }
+                    assert!(started.elapsed() < WAIT_MAX, "{busy} backends of a killed process still busy");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            (Backend::Spanner, _) => {
+                // The emulator runs one read-write transaction at a time: once one of ours commits, the killed
+                // process's last transaction has either committed or been aborted.
+                let db = stockroom_store::Inspect::open(&settings_for(&self.url).store()).await.expect("open");
+                loop {
+                    match db.execute("DELETE FROM outbox WHERE id = 'settle-after-kill'").await {
+                        Ok(_) => return,
+                        Err(e) => assert!(started.elapsed() < WAIT_MAX, "no transaction got through: {e:?}"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Drop for TestDb {

@@ -247,6 +247,8 @@ async fn killing_the_suite_while_its_relay_runs_leaves_no_event_behind_and_publi
         c.await.expect("a client");
     }
     let before_kill = ledger_events(listener.await.expect("the listener"));
+    // The server's last commit may still be under way in the database after the kill: read once it is done.
+    db.settle_after_kill().await;
 
     // As the kill left it: every movement has its event, some published (and marked), the rest waiting.
     let outbox = outbox_rows(&db.url).await;
