@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -24,6 +24,7 @@ use stockroom_domain::analytics::{
 };
 use stockroom_events::CloudEvent;
 use stockroom_events::event::{self as ev, MovementData};
+use stockroom_runtime::Path;
 use stockroom_runtime::events::{self, Envelope, IncomingEvent, envelope_of_message};
 use stockroom_runtime::services::SinkError;
 use stockroom_runtime::{ApiError, EventSink, RawBody, Services, fields, ok, relay};

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
 use stockroom_domain::{CommitLine, HoldRequest, ReservationId};
+use stockroom_runtime::Path;
 use stockroom_runtime::fields::{HOLD_LINES_MAX as LINES_MAX, HoldLineInput};
 use stockroom_runtime::{
     ApiError, JsonBody, RawBody, Services, fields, idempotency, idempotency_key, ok, parse, respond,

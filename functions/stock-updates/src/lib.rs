@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::Number;
 use stockroom_domain::{Change, ChangeOp};
+use stockroom_runtime::Path;
 use stockroom_runtime::{ApiError, JsonBody, Services, fields, idempotency, idempotency_key, ok, respond};
 use stockroom_store::{Command, Ledger, LocationRecord, MovementFilter, MovementPage, Policy, PolicyUpdate, StockView};
 use utoipa::OpenApi;

@@ -39,7 +39,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Commands::Serve { settings, webhooks } => {
             logging::init(settings.project.clone());
-            let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
+            let listener = settings.listen().await?;
             crate::serve(listener, settings, webhooks, shutdown_signal()).await
         }
         Commands::Demo { mut settings, webhooks, demo } => {
@@ -50,7 +50,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 settings.database_url = crate::demo::DATABASE_URL_DEFAULT.into();
             }
             logging::init(settings.project.clone());
-            let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
+            let listener = settings.listen().await?;
             crate::demo::run(listener, settings, webhooks, demo, shutdown_signal()).await
         }
     }

@@ -17,8 +17,8 @@ pub mod settings;
 pub mod stream;
 pub mod worker;
 
-pub use extract::{JsonBody, RawBody, idempotency, idempotency_key, ok, parse};
+pub use extract::{JsonBody, Path, RawBody, idempotency, idempotency_key, ok, parse};
 pub use http::{ApiError, Fault, delivered, error_body, render, respond};
 pub use serve::{Limits, run, shutdown_signal, trace_ids, with_edges};
 pub use services::{Broadcast, CommandBus, EventSink, Services};
-pub use settings::{Background, Settings, serve_function};
+pub use settings::{Background, Fatal, Settings, serve_function};

@@ -202,9 +202,65 @@ impl Settings {
         Ok(Arc::new(SqlStore::connect(&self.store()).await?))
     }
 
+    /// [`connect`](Self::connect), waiting out a store that is not up yet (it may be starting beside us) for up
+    /// to [`STORE_WAIT`], with growing pauses; then a plain reason to stop.
+    pub async fn connect_waiting(&self) -> Result<Arc<dyn Store>, Fatal> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.connect().await {
+                Ok(store) => return Ok(store),
+                Err(e) if e.is_transient() && started.elapsed() + pause < STORE_WAIT => {
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store is not reachable yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(4));
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(Fatal(format!(
+                        "the store ({}) is still not reachable after {} s: {e}",
+                        self.store_kind(),
+                        STORE_WAIT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(Fatal(format!("the store ({}) cannot be used: {e}", self.store_kind()))),
+            }
+        }
+    }
+
+    /// Which store the URL names, without its secrets.
+    fn store_kind(&self) -> &'static str {
+        let url = self.database_url.expose_secret();
+        ["sqlite", "postgres", "spanner"].into_iter().find(|k| url.starts_with(k)).unwrap_or("unknown kind")
+    }
+
+    /// The listening socket on `bind:port`, with a backlog sized for bursts of connects, or a plain reason why not.
+    pub async fn listen(&self) -> Result<tokio::net::TcpListener, Fatal> {
+        let at = format!("{}:{}", self.bind, self.port);
+        let cannot = |e: std::io::Error| {
+            Fatal(match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    format!(
+                        "cannot listen on {at}: another process already listens there (choose a port with PORT or --port)"
+                    )
+                }
+                _ => format!("cannot listen on {at}: {e}"),
+            })
+        };
+        let addr = tokio::net::lookup_host(&at)
+            .await
+            .map_err(cannot)?
+            .next()
+            .ok_or_else(|| Fatal(format!("cannot listen on {at}: the address resolves to nothing")))?;
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(cannot)?;
+        socket.set_reuseaddr(true).map_err(cannot)?;
+        socket.bind(addr).map_err(cannot)?;
+        socket.listen(LISTEN_BACKLOG).map_err(cannot)
+    }
+
     /// The store, the in-process buses and the token check, built once for the process.
     pub async fn services(&self) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
-        let mut services = Services::local(self.connect().await?, self.clock());
+        let mut services = Services::local(self.connect_waiting().await?, self.clock());
         if let Some(audience) = self.oidc_audience.as_deref().filter(|a| !a.is_empty()) {
             let mut config = OidcConfig::new(audience, OidcConfig::parse_emails(&self.oidc_emails));
             config.jwks_url = self.oidc_jwks_url.clone();
@@ -248,6 +304,30 @@ impl Background {
     }
 }
 
+/// How long a starting process waits for its store before it gives up.
+pub const STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// Connections the kernel queues before `accept` (Linux caps it at `net.core.somaxconn`, 4096 by default).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A reason the process cannot start, said plainly. A `main` that returns an error prints its `Debug` form, so
+/// here that is the message itself.
+pub struct Fatal(pub String);
+
+impl std::fmt::Debug for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
 /// Swaps the cloud's buses into the services where configured (`stockroom_gcp::with_pubsub`).
 pub type Wire = fn(Services, &Settings) -> Result<Services, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -265,7 +345,7 @@ pub async fn serve_function(
     let services = wire(settings.services().await?, &settings)?;
     settings.start_background(&services, background);
     let app = with_edges(router(services.clone()).merge(crate::health::router(services.ping())), &settings.limits());
-    let listener = tokio::net::TcpListener::bind((settings.bind.as_str(), settings.port)).await?;
+    let listener = settings.listen().await?;
     tracing::info!(function = name, address = %listener.local_addr()?, "listening");
     run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;
     tracing::info!(function = name, "stopped");

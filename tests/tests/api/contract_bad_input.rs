@@ -17,6 +17,8 @@ on_every_store!(
     a_bad_idempotency_key_is_400,
     an_unknown_route_is_a_json_404,
     a_wrong_method_is_a_json_405,
+    a_key_named_twice_is_400_and_changes_nothing_while_minus_zero_is_zero,
+    a_path_that_is_not_utf8_is_a_json_400,
 );
 
 /// What a bad request must leave alone.
@@ -357,6 +359,55 @@ async fn a_wrong_method_is_a_json_405(b: Backend) {
         let r = raw(&app, method, path, "{}").await;
 
         assert_refused(&r, 405, "method_not_allowed", &format!("{method} {path}"));
+    }
+    assert_eq!(ledger(&app).await, before);
+}
+
+async fn a_key_named_twice_is_400_and_changes_nothing_while_minus_zero_is_zero(b: Backend) {
+    let app = stocked(b).await;
+    let before = ledger(&app).await;
+    // serde_json alone would hold 5 here (the last value wins), while a proxy reading the first sees 1.
+    let twice = [
+        ("POST", "/v1/reservations", r#"{"lines":[{"sku":"mug","quantity":1,"quantity":5}]}"#),
+        (
+            "POST",
+            "/v1/reservations",
+            r#"{"reservation_id":"r2","reservation_id":"r3","lines":[{"sku":"mug","quantity":1}]}"#,
+        ),
+        ("POST", "/v1/adjustments", r#"{"changes":[{"sku":"mug","location":"a","delta":1,"delta":9,"reason":"x"}]}"#),
+        ("PUT", "/v1/locations/b", r#"{"priority":1,"priority":2}"#),
+        ("PUT", "/v1/skus/mug/policy", r#"{"safety_stock":1,"safety_stock":3}"#),
+        ("POST", "/v1/reservations/r1/commit", r#"{"lines":[{"sku":"mug","quantity":1}],"lines":[]}"#),
+    ];
+    for (method, path, body) in twice {
+        let r = raw(&app, method, path, body).await;
+        assert_refused(&r, 400, "malformed_json", &format!("{method} {path} {body}"));
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("twice")), "{body}: says why: {r:?}");
+    }
+    assert_eq!(ledger(&app).await, before);
+
+    // `-0` is taken where `0` is.
+    let r = raw(&app, "PUT", "/v1/skus/mug/policy", r#"{"safety_stock":-0}"#).await;
+    assert_eq!((r.status, &r.body["safety_stock"]), (200, &json!(0)), "{r:?}");
+    let r =
+        raw(&app, "POST", "/v1/adjustments", r#"{"changes":[{"sku":"cup","location":"a","set":-0,"reason":"count"}]}"#)
+            .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(app.stock("cup").await["total"]["on_hand"], 0);
+}
+
+async fn a_path_that_is_not_utf8_is_a_json_400(b: Backend) {
+    let app = stocked(b).await;
+    let before = ledger(&app).await;
+    for (method, path) in [
+        ("GET", "/v1/stock/%FF"),
+        ("GET", "/v1/reservations/%C3%28"),
+        ("POST", "/v1/reservations/%FF/release"),
+        ("PUT", "/v1/locations/%FE"),
+        ("GET", "/v1/analytics/skus/%FF/sales"),
+    ] {
+        let r = raw(&app, method, path, "{}").await;
+        assert_refused(&r, 400, "invalid_path", &format!("{method} {path}"));
     }
     assert_eq!(ledger(&app).await, before);
 }

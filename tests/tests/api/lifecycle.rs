@@ -79,3 +79,43 @@ async fn the_process_honours_port_logs_traces_and_drains_on_sigterm(b: Backend) 
 fn lines_after(app: &ChildApp) -> Vec<String> {
     app.logs.lock().map(|l| l.clone()).unwrap_or_default()
 }
+
+/// A port another process holds is said in words, not as `Os { code: 98 … }`, and the process exits at once.
+#[test]
+fn a_busy_port_is_said_plainly_and_the_process_exits() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let port = holder.local_addr().expect("addr").port();
+    let dir = std::env::temp_dir().join(format!("stockroom-busy-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut child = std::process::Command::new(SERVER)
+        .args(["serve"])
+        .env("PORT", port.to_string())
+        .env("STOCKROOM_BIND", "127.0.0.1")
+        .env("STOCKROOM_DATABASE_URL", format!("sqlite://{}", dir.join("db").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut exited = None;
+    for _ in 0..300 {
+        exited = child.try_wait().expect("wait");
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let status = exited.expect("the process gave up on a busy port instead of running");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!status.success(), "{status}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}: another process already listens there")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Os {"), "{stderr}");
+    drop(holder);
+}
