@@ -112,11 +112,20 @@ pub fn decode(env: &Envelope) -> Result<(Command, String), ApiError> {
             };
             (command, by_event)
         }
-        other => {
-            return Err(ApiError::invalid("unsupported_command", format!("{other:?} is not a Stockroom command"))
-                .with_details(json!({ "known": cmd::ALL })));
-        }
+        other => return Err(unsupported(other)),
     })
+}
+
+/// Whether `ty` names a command this function applies; any other event is answered by its type alone, whatever
+/// its data.
+pub fn is_command(ty: &str) -> bool {
+    cmd::ALL.contains(&ty)
+}
+
+/// The answer to a valid event of a type that is not a Stockroom command.
+pub fn unsupported(ty: &str) -> ApiError {
+    ApiError::invalid("unsupported_command", format!("{ty:?} is not a Stockroom command"))
+        .with_details(json!({ "known": cmd::ALL }))
 }
 
 /// Applies one command exactly once: the same key answers as the first time did, a refusal is acknowledged

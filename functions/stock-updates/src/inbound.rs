@@ -36,6 +36,9 @@ async fn one_event(services: &Services, e: &IncomingEvent) -> Result<Value, ApiE
             let new = services.counts_files().record_counts_file(file.clone()).await?;
             Ok(json!({ "outcome": if new { "recorded" } else { "duplicate" }, "file": file }))
         }
+        // Told by its type before its data is read: an event that is no command may carry any data (binary,
+        // `data_base64`, none).
+        ty if !commands::is_command(ty) => Err(commands::unsupported(ty)),
         _ => {
             let data = e.data_json("command")?;
             apply(services, &Envelope { ty: e.ty.clone(), source: e.source.clone(), id: e.id.clone(), data }).await

@@ -10,13 +10,14 @@ pub mod shopify;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
+use stockroom_runtime::Path;
 use stockroom_runtime::{ApiError, Fault, JsonBody, RawBody, Services, fields, ok};
 use stockroom_store::QueuedCommand;
 use utoipa::OpenApi;
@@ -76,14 +77,14 @@ async fn shopify_webhook(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let signature = headers.get(shopify::HMAC_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = shopify::verify_hmac(&state.secrets, &body, signature) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let signature = shopify::shopify_header(get, shopify::HMAC_HEADER);
+    if let Err(e) = shopify::verify_hmac(&state.secrets, &body, signature.as_deref()) {
         tracing::info!(reason = e.code(), "shopify webhook refused: signature");
         return Ok(unauthorized(e.code()));
     }
-    let webhook =
-        shopify::WebhookHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned))
-            .map_err(|e| ApiError::bad_request("missing_shopify_header", e.to_string()))?;
+    let webhook = shopify::WebhookHeaders::from_lookup(get)
+        .map_err(|e| ApiError::bad_request("missing_shopify_header", e.to_string()))?;
 
     // The one lookup a webhook needs (inventory levels name Shopify's ids): done before the pure part.
     let mapped = match shopify::Topic::parse(&webhook.topic) {

@@ -29,12 +29,21 @@ use subtle::{Choice, ConstantTimeEq};
 /// The environment variable holding the comma-separated webhook secrets (several during a rotation).
 pub const SECRETS_ENV: &str = "STOCKROOM_SHOPIFY_SECRETS";
 
-/// Header names, lowercase (as `http::HeaderName` spells them); matching ignores case.
+/// Header names, lowercase (as `http::HeaderName` spells them); matching ignores case. Shopify's event
+/// deliveries (the "events" header family of shopify-app-js) send the same names without `x-`
+/// (`shopify-hmac-sha256`, ...): [`shopify_header`] takes either.
 pub const HMAC_HEADER: &str = "x-shopify-hmac-sha256";
 pub const TOPIC_HEADER: &str = "x-shopify-topic";
 pub const WEBHOOK_ID_HEADER: &str = "x-shopify-webhook-id";
 pub const SHOP_DOMAIN_HEADER: &str = "x-shopify-shop-domain";
 pub const TRIGGERED_AT_HEADER: &str = "x-shopify-triggered-at";
+/// The events family's id of the event: the dedup key when a delivery carries no webhook id.
+pub const EVENT_ID_HEADER: &str = "shopify-event-id";
+
+/// Header `name` (one of the `x-shopify-…` names above) from `get`, or its twin without `x-`.
+pub fn shopify_header(get: impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    get(name).or_else(|| name.strip_prefix("x-").and_then(&get))
+}
 
 /// The reason on a restock's adjustment.
 pub const RESTOCK_REASON: &str = "shopify_restock";
@@ -167,9 +176,11 @@ impl WebhookHeaders {
 
     /// From a lookup asked for the lowercase names above; it must ignore case, as `http::HeaderMap::get` does.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HeaderError> {
-        let value = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let value = |name: &str| shopify_header(&get, name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let topic = value(TOPIC_HEADER).ok_or(HeaderError::Missing { header: TOPIC_HEADER })?;
-        let webhook_id = value(WEBHOOK_ID_HEADER).ok_or(HeaderError::Missing { header: WEBHOOK_ID_HEADER })?;
+        let webhook_id = value(WEBHOOK_ID_HEADER)
+            .or_else(|| value(EVENT_ID_HEADER))
+            .ok_or(HeaderError::Missing { header: WEBHOOK_ID_HEADER })?;
         // It becomes part of every command id: keep it short and printable.
         if webhook_id.len() > MAX_WEBHOOK_ID_LEN || !webhook_id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(HeaderError::Invalid { header: WEBHOOK_ID_HEADER });

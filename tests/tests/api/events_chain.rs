@@ -11,6 +11,8 @@ on_every_store!(
     a_forged_missing_or_retired_signature_is_401_and_applies_nothing,
     the_webhook_signed_with_the_secret_being_rotated_out_is_still_accepted,
     an_inventory_level_from_shopify_sets_on_hand_through_the_mapping_and_ignores_older_counts,
+    an_event_delivery_with_headers_without_x_is_taken_as_a_webhook_is,
+    an_event_of_a_type_no_function_takes_is_answered_by_its_type_whatever_its_data,
 );
 
 fn order(id: u64, sku: &str, quantity: i64) -> Value {
@@ -146,4 +148,84 @@ async fn an_inventory_level_from_shopify_sets_on_hand_through_the_mapping_and_ig
     }
     assert_eq!(on_hand, Some(40));
     assert_eq!(app.all_movements("&sku=LAMP").await.len(), 1, "the stale count booked nothing");
+}
+
+/// Shopify's newer event deliveries name their headers without `X-` (shopify-app-js's "events" family), and carry
+/// the event's id in `shopify-event-id`: the same order, the same checks, the same dedup.
+async fn an_event_delivery_with_headers_without_x_is_taken_as_a_webhook_is(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.location("shop", 1).await;
+    app.receive("CAP", "shop", 10).await;
+    let send = |body: Value, secret: &str, event_id: &'static str| {
+        let raw = body.to_string().into_bytes();
+        let signature = stockroom_e2e::shopify_signature(secret, &raw);
+        let app = &app;
+        async move {
+            let headers = [
+                ("content-type", "application/json"),
+                ("shopify-topic", "orders/create"),
+                ("shopify-event-id", event_id),
+                ("shopify-shop-domain", "test.myshopify.com"),
+                ("shopify-api-version", "2026-10"),
+                ("shopify-hmac-sha256", signature.as_str()),
+            ];
+            app.send("POST", "/webhooks/shopify", &headers, Some(raw)).await
+        }
+    };
+    let forged = send(order(77, "CAP", 2), "not-the-secret", "ev-0").await;
+    assert_eq!(forged.status, 401, "the signature is checked under the new name too: {forged:?}");
+
+    let r = send(order(77, "CAP", 2), CURRENT, "ev-1").await;
+    assert_eq!((r.status, r.body["outcome"].as_str()), (200, Some("accepted")), "{r:?}");
+    assert_eq!(send(order(77, "CAP", 2), CURRENT, "ev-1").await.status, 200, "a redelivery");
+    let mut committed = None;
+    for _ in 0..100 {
+        committed = app.stock("CAP").await["total"]["committed"].as_i64();
+        if committed == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(committed, Some(2), "the order was applied, once");
+    assert_eq!(app.all_movements("&sku=CAP").await.iter().filter(|m| m["kind"] == "commit").count(), 1);
+}
+
+/// A valid CloudEvent that is no command is told so by its type (422 `unsupported_command`), whether its data is
+/// JSON, `data_base64` or binary: the data of an event nobody takes is not ours to judge.
+async fn an_event_of_a_type_no_function_takes_is_answered_by_its_type_whatever_its_data(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let structured = |data: Value| {
+        let mut event =
+            json!({ "specversion": "1.0", "id": "e-1", "source": "//test/other", "type": "com.example.thing.v1" });
+        if let (Some(event), Some(data)) = (event.as_object_mut(), data.as_object()) {
+            event.extend(data.clone());
+        }
+        event.to_string().into_bytes()
+    };
+    let bodies = [
+        structured(json!({ "data": { "x": 1 } })),
+        structured(json!({ "data_base64": "AAECAwT/", "datacontenttype": "application/octet-stream" })),
+        structured(json!({ "data_base64": "eyJ4IjoxfQ==" })),
+        structured(json!({})),
+    ];
+    for body in bodies {
+        let r =
+            app.send("POST", "/events", &[("content-type", "application/cloudevents+json")], Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "unsupported_command"),
+            "{}: {r:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let binary = [
+        ("content-type", "application/octet-stream"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "e-2"),
+        ("ce-source", "//test/other"),
+        ("ce-type", "com.example.thing.v1"),
+    ];
+    let r = app.send("POST", "/events", &binary, Some(vec![0, 159, 146, 150])).await;
+    assert_eq!((r.status, r.error_code()), (422, "unsupported_command"), "binary: {r:?}");
+    assert!(app.all_movements("").await.is_empty(), "nothing was applied");
 }
