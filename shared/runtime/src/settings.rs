@@ -229,8 +229,7 @@ impl Settings {
 
     /// Which store the URL names, without its secrets.
     fn store_kind(&self) -> &'static str {
-        let url = self.database_url.expose_secret();
-        ["sqlite", "postgres", "spanner"].into_iter().find(|k| url.starts_with(k)).unwrap_or("unknown kind")
+        self.store().kind().map_or("unknown kind", stockroom_store::StoreKind::name)
     }
 
     /// The listening socket on `bind:port`, with a backlog sized for bursts of connects, or a plain reason why not.

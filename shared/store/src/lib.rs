@@ -34,4 +34,4 @@ pub use ports::{AnalyticsRecorder, CommandInbox, CountsFiles, ExternalIds, Ledge
 pub use sql::Row;
 pub use sql::queues::COMMAND_ATTEMPTS_MAX;
 pub use sql::schema::MIGRATIONS;
-pub use store::{Inspect, SqlStore, StoreSettings};
+pub use store::{Inspect, SqlStore, StoreKind, StoreSettings};

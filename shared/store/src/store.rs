@@ -89,20 +89,60 @@ async fn open(settings: &StoreSettings) -> Result<Opened, StoreError> {
         queue_max: settings.queue_max,
         conflict_retries_max: settings.conflict_retries_max,
     };
-    Ok(if url.starts_with("sqlite:") {
-        let (b, setup) = backend::sqlx::Sqlite::open(url, &tuning).await?;
-        (Arc::new(b), setup, None)
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let (b, setup) = backend::sqlx::Postgres::open(url, &tuning).await?;
-        (Arc::new(b), setup, None)
-    } else if url.starts_with("spanner:") {
-        let (b, setup) = Spanner::open(url, &settings.spanner, settings.pool_max, settings.acquire_timeout_ms).await?;
-        (Arc::new(b.clone()), setup, Some(b))
-    } else {
-        return Err(StoreError::Config(
-            "STOCKROOM_DATABASE_URL must start with sqlite://, postgres:// or spanner://".to_owned(),
-        ));
+    Ok(match settings.kind() {
+        Some(StoreKind::Sqlite) => {
+            let (b, setup) = backend::sqlx::Sqlite::open(url, &tuning).await?;
+            (Arc::new(b), setup, None)
+        }
+        Some(StoreKind::Postgres) => {
+            let (b, setup) = backend::sqlx::Postgres::open(url, &tuning).await?;
+            (Arc::new(b), setup, None)
+        }
+        Some(StoreKind::Spanner) => {
+            let (b, setup) =
+                Spanner::open(url, &settings.spanner, settings.pool_max, settings.acquire_timeout_ms).await?;
+            (Arc::new(b.clone()), setup, Some(b))
+        }
+        None => {
+            return Err(StoreError::Config(
+                "STOCKROOM_DATABASE_URL must start with sqlite://, postgres:// or spanner://".to_owned(),
+            ));
+        }
     })
+}
+
+/// The backend a store URL names, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+    Spanner,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Spanner => "spanner",
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Which backend the URL names (`None` for an unknown scheme), without reading anything secret out of it.
+    pub fn kind(&self) -> Option<StoreKind> {
+        let url = self.url.expose_secret();
+        if url.starts_with("sqlite:") {
+            Some(StoreKind::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(StoreKind::Postgres)
+        } else if url.starts_with("spanner:") {
+            Some(StoreKind::Spanner)
+        } else {
+            None
+        }
+    }
 }
 
 /// Direct statements against a store's database, beside its rules: for tests that look at what the store
@@ -658,5 +698,24 @@ impl ExternalIds for SqlStore {
         location_id: &str,
     ) -> Result<(Option<Sku>, Option<Location>), StoreError> {
         queues::shopify_mapping(&mut *self.backend.reader().await?, inventory_item_id, location_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_of_store_is_read_from_the_scheme_alone() {
+        fn render(_: &Outcome) -> Answer {
+            Answer { status: 200, body: serde_json::Value::Null }
+        }
+        let kind = |url: &str| StoreSettings::new(url, render).kind();
+        assert_eq!(kind("sqlite://stockroom.db"), Some(StoreKind::Sqlite));
+        assert_eq!(kind("postgres://u:secret@h/db"), Some(StoreKind::Postgres));
+        assert_eq!(kind("postgresql://u@h/db"), Some(StoreKind::Postgres));
+        assert_eq!(kind("spanner://projects/p/instances/i/databases/d"), Some(StoreKind::Spanner));
+        assert_eq!(kind("mysql://h/db"), None);
+        assert_eq!(kind("sqlite_but_not://x"), None);
     }
 }
