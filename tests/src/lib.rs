@@ -381,17 +381,19 @@ impl TestApp {
         let clock = std::sync::Arc::new(stockroom_store::OffsetClock::default());
         settings.clock = Some(clock.clone());
         let services = settings.services().await.expect("services");
+        let mut limits = settings.limits();
+        limits.drain_seconds = 1;
         let app = stockroom_runtime::with_edges(
             stockroom_aggregator::router(stockroom_aggregator::Aggregator::new(services.clone()))
                 .merge(stockroom_runtime::health::router(services.store.clone())),
-            &settings.limits(),
+            &limits,
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = stockroom_runtime::run(listener, app, shutdown, Duration::from_secs(1)).await {
+            if let Err(e) = stockroom_runtime::run(listener, app, shutdown, &limits).await {
                 panic!("aggregator: {e}");
             }
         });

@@ -1,8 +1,6 @@
 //! The whole Stockroom suite in one process: every function's router over one store. This is local mode (the
 //! embedded SQLite store by default) and the long-running service on GKE.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::routing::get;
 use stockroom_runtime::Services;
@@ -62,7 +60,7 @@ pub async fn serve(
     settings.start_background(&services, stockroom_runtime::Background::all(stockroom_stock_updates::queued_handler()));
     let app = app(services, &settings, &webhooks);
     tracing::info!(address = %listener.local_addr()?, database = %redact(secrecy::ExposeSecret::expose_secret(&settings.database_url)), "stockroom serving");
-    run(listener, app, shutdown, Duration::from_secs(settings.drain_seconds)).await?;
+    run(listener, app, shutdown, &settings.limits()).await?;
     tracing::info!("stockroom stopped");
     Ok(())
 }

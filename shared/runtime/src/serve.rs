@@ -1,7 +1,6 @@
 //! Serving: a listener handed in, the edges every function shares, and a graceful stop.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -10,9 +9,9 @@ use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::connections::ConnectionLimits;
 use crate::http::{ApiError, Fault};
 
 /// Bounds on what one request may cost.
@@ -22,11 +21,22 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// After SIGTERM, how long in-flight requests get before the process stops anyway.
     pub drain_seconds: u64,
+    /// What a connection may cost apart from its requests.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_bytes_max: crate::extract::BODY_BYTES_MAX, request_timeout_ms: 30_000, drain_seconds: 8 }
+        Self {
+            body_bytes_max: crate::extract::BODY_BYTES_MAX,
+            request_timeout_ms: 30_000,
+            drain_seconds: 8,
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                connections_max: 10_000,
+            },
+        }
     }
 }
 
@@ -108,32 +118,22 @@ async fn trace_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish for up to `drain`.
+/// Serves until `shutdown` completes, then lets in-flight requests finish for up to `limits.drain_seconds`.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
+    limits: &Limits,
 ) -> std::io::Result<()> {
-    let stopping = Arc::new(Notify::new());
-    let signal = stopping.clone();
-    let graceful = async move {
+    let stop = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
-        signal.notify_waiters();
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful);
-    let deadline = async {
-        stopping.notified().await;
-        tokio::time::sleep(drain).await;
-    };
-    tokio::select! {
-        result = serve.into_future() => result,
-        () = deadline => {
-            tracing::warn!("drain deadline passed; stopping with requests still open");
-            Ok(())
-        }
+    let drain = Duration::from_secs(limits.drain_seconds);
+    if !crate::connections::serve(listener, app, &limits.connections, stop, drain).await? {
+        tracing::warn!("drain deadline passed; stopping with requests still open");
     }
+    Ok(())
 }
 
 /// Completes on SIGTERM (Cloud Run's stop) or Ctrl-C.

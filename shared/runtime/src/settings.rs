@@ -49,6 +49,17 @@ pub struct Settings {
     /// After SIGTERM, how long in-flight requests get to finish.
     #[arg(long, env = "STOCKROOM_DRAIN_SECONDS", default_value_t = 8)]
     pub drain_seconds: u64,
+    /// A connection's first byte, and each HTTP/1.1 request's headers, must arrive within this; it is also how
+    /// long an idle HTTP/1.1 keep-alive connection is kept.
+    #[arg(long, env = "STOCKROOM_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is closed (HTTP/2, and a client that stops
+    /// reading). Keep it above the request timeout.
+    #[arg(long, env = "STOCKROOM_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections open at once; past it new connects wait in the listen backlog.
+    #[arg(long, env = "STOCKROOM_CONNECTIONS_MAX", default_value_t = 10_000)]
+    pub connections_max: usize,
     /// Google Cloud project, for trace ids in logs.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     pub project: Option<String>,
@@ -138,6 +149,9 @@ impl Settings {
             body_bytes_max: 256 * 1024,
             request_timeout_ms: 30_000,
             drain_seconds: 8,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            connections_max: 10_000,
             project: None,
             oidc_audience: None,
             oidc_emails: String::new(),
@@ -175,6 +189,11 @@ impl Settings {
             body_bytes_max: self.body_bytes_max,
             request_timeout_ms: self.request_timeout_ms,
             drain_seconds: self.drain_seconds,
+            connections: crate::connections::ConnectionLimits {
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                connections_max: self.connections_max,
+            },
         }
     }
 
@@ -346,7 +365,7 @@ pub async fn serve_function(
     let app = with_edges(router(services.clone()).merge(crate::health::router(services.ping())), &settings.limits());
     let listener = settings.listen().await?;
     tracing::info!(function = name, address = %listener.local_addr()?, "listening");
-    run(listener, app, shutdown_signal(), Duration::from_secs(settings.drain_seconds)).await?;
+    run(listener, app, shutdown_signal(), &settings.limits()).await?;
     tracing::info!(function = name, "stopped");
     Ok(())
 }

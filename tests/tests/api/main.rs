@@ -29,6 +29,7 @@ macro_rules! on_every_store {
 
 mod analytics;
 mod concurrency;
+mod connections;
 mod contract_adjustments;
 mod contract_bad_input;
 mod contract_locations_stock;
