@@ -163,6 +163,19 @@ impl Inspect {
         self.backend.reader().await?.fetch_all(query(sql.to_owned())).await
     }
 
+    /// The plan the database makes for a hold's lookup of lapsed allocations on `skus` at `now`: the ledger's own
+    /// statement behind `explain` (`EXPLAIN QUERY PLAN ` on SQLite, `EXPLAIN (ANALYZE, BUFFERS) ` on PostgreSQL),
+    /// the last column of each row.
+    pub async fn explain_lapsed_lookup(
+        &self,
+        explain: &str,
+        skus: &BTreeSet<Sku>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self.backend.reader().await?.fetch_all(ledger::lapsed_allocations_query(skus, now, explain)).await?;
+        rows.iter().map(|r| r.text(r.columns().saturating_sub(1))).collect()
+    }
+
     /// One statement in a transaction of its own; the rows it changed.
     pub async fn execute(&self, sql: &str) -> Result<u64, StoreError> {
         let mut c = self.backend.reader().await?;

@@ -16,6 +16,9 @@ struct Args {
     clients: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The SKU to load (default: a new one). `scripts/bench-holds` names one it seeded with live holds.
+    #[arg(long)]
+    sku: Option<String>,
     /// A label for the output line.
     #[arg(long, default_value = "")]
     label: String,
@@ -30,9 +33,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let api = Api::new(addr);
     api.location("bench", 1).await;
-    let sku = format!("HOT-{}", uuid::Uuid::now_v7().simple());
+    let sku = args.sku.unwrap_or_else(|| format!("HOT-{}", uuid::Uuid::now_v7().simple()));
     // Enough units that no hold is refused: this measures the write path, not refusals.
     api.receive(&sku, "bench", 1_000_000_000).await;
+    let reserved_before = api.stock(&sku).await["total"]["reserved"].as_i64().unwrap_or(-1);
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
@@ -65,11 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     latencies.sort();
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN);
-    let reserved = api.stock(&sku).await["total"]["reserved"].as_i64().unwrap_or(-1);
+    let reserved = api.stock(&sku).await["total"]["reserved"].as_i64().unwrap_or(-1) - reserved_before;
     println!(
-        "{:<10} clients={} holds={} holds/s={:.0} p50={:.2}ms p99={:.2}ms errors={} reserved_check={}",
+        "{:<10} clients={} live_before={} holds={} holds/s={:.0} p50={:.2}ms p99={:.2}ms errors={} reserved_check={}",
         args.label,
         args.clients,
+        reserved_before,
         latencies.len(),
         latencies.len() as f64 / elapsed,
         ms(pct(0.50)),

@@ -42,6 +42,7 @@ mod events_auth;
 mod events_chain;
 mod events_outbox;
 mod events_redelivery;
+mod lapsed_lookup;
 mod lifecycle;
 mod migrations;
 mod outbox;

@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use crate::event::{movement_event, refused_event};
 use crate::model::{Command, Delivery, Idempotency, ReservationView, StockFigures};
 use crate::outcome::{Answer, Effect, LevelRow, Outcome};
-use crate::sql::{Conn, PARAMS_MAX, Row, list, query, queues};
+use crate::sql::{Conn, PARAMS_MAX, Query, Row, list, query, queues};
 use crate::store::Ctx;
 
 /// Columns of one movement row: movements per INSERT are cut to fit [`PARAMS_MAX`].
@@ -565,13 +565,7 @@ async fn lapsed_allocations(
     skus: &BTreeSet<Sku>,
     now: Timestamp,
 ) -> Result<Vec<LapsedAllocation>, StoreError> {
-    let sql = format!(
-        "SELECT reservation_id, sku, location, quantity, reference FROM allocations \
-         WHERE sku IN ({}) AND state = 'held' AND expires_at <= ${} ORDER BY reservation_id, line_no, alloc_no",
-        list(1, skus.len()),
-        skus.len() + 1
-    );
-    let rows = c.fetch_all(query(sql).bind_all(skus.iter().map(Sku::as_str)).bind(now)).await?;
+    let rows = c.fetch_all(lapsed_allocations_query(skus, now, "")).await?;
     rows.iter()
         .map(|r| {
             Ok(LapsedAllocation {
@@ -583,6 +577,19 @@ async fn lapsed_allocations(
             })
         })
         .collect()
+}
+
+/// The held allocations of `skus` whose hold ran out by `now`, behind `prefix` (empty, or an `EXPLAIN`).
+/// `allocations_held` (sku, state, expires_at) bounds the read by the lapsed rows alone, however many live holds
+/// the SKUs carry.
+pub(crate) fn lapsed_allocations_query(skus: &BTreeSet<Sku>, now: Timestamp, prefix: &str) -> Query {
+    let sql = format!(
+        "{prefix}SELECT reservation_id, sku, location, quantity, reference FROM allocations \
+         WHERE sku IN ({}) AND state = 'held' AND expires_at <= ${} ORDER BY reservation_id, line_no, alloc_no",
+        list(1, skus.len()),
+        skus.len() + 1
+    );
+    query(sql).bind_all(skus.iter().map(Sku::as_str)).bind(now)
 }
 
 async fn mark_expired(c: &mut dyn Conn, lapsed: &[LapsedAllocation]) -> Result<(), StoreError> {

@@ -141,6 +141,14 @@ pub enum Row {
 }
 
 impl Row {
+    /// How many columns the row has.
+    pub fn columns(&self) -> usize {
+        match self {
+            Self::Sqlx(row) => sqlx::Row::len(row),
+            Self::Spanner(values) => values.len(),
+        }
+    }
+
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
         self.opt_int(i)?.ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }

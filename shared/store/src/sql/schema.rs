@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_ledger", include_str!("../../migrations/0001_ledger.sql")),
     ("0002_events", include_str!("../../migrations/0002_events.sql")),
     ("0003_analytics", include_str!("../../migrations/0003_analytics.sql")),
+    ("0004_allocations_held", include_str!("../../migrations/0004_allocations_held.sql")),
 ];
 
 const BOOTSTRAP: &[&str] = &[
