@@ -60,6 +60,10 @@ pub struct Settings {
     /// Most client connections open at once; past it new connects wait in the listen backlog.
     #[arg(long, env = "STOCKROOM_CONNECTIONS_MAX", default_value_t = 10_000)]
     pub connections_max: usize,
+    /// At start-up, how long a store that cannot be reached yet (it may be starting beside us) is waited for,
+    /// retrying with growing pauses, before the process exits saying so.
+    #[arg(long, env = "STOCKROOM_STORE_WAIT_MS", default_value_t = 30_000)]
+    pub store_wait_ms: u64,
     /// Google Cloud project, for trace ids in logs.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     pub project: Option<String>,
@@ -152,6 +156,7 @@ impl Settings {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             connections_max: 10_000,
+            store_wait_ms: 30_000,
             project: None,
             oidc_audience: None,
             oidc_emails: String::new(),
@@ -222,23 +227,25 @@ impl Settings {
     }
 
     /// [`connect`](Self::connect), waiting out a store that is not up yet (it may be starting beside us) for up
-    /// to [`STORE_WAIT`], with growing pauses; then a plain reason to stop.
+    /// to `store_wait_ms`, with growing pauses; then a plain reason to stop.
     pub async fn connect_waiting(&self) -> Result<Arc<dyn Store>, Fatal> {
+        let wait = Duration::from_millis(self.store_wait_ms);
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(250);
         loop {
             match self.connect().await {
                 Ok(store) => return Ok(store),
-                Err(e) if e.is_transient() && started.elapsed() + pause < STORE_WAIT => {
-                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store is not reachable yet");
-                    tokio::time::sleep(pause).await;
+                Err(e) if e.is_transient() && started.elapsed() < wait => {
+                    let nap = pause.min(wait.saturating_sub(started.elapsed()));
+                    tracing::warn!(error = %e, retry_in_ms = nap.as_millis() as u64, "the store is not reachable yet");
+                    tokio::time::sleep(nap).await;
                     pause = (pause * 2).min(Duration::from_secs(4));
                 }
                 Err(e) if e.is_transient() => {
                     return Err(Fatal(format!(
-                        "the store ({}) is still not reachable after {} s: {e}",
+                        "the store ({}) is still not reachable after {:.1} s (STOCKROOM_STORE_WAIT_MS): {e}",
                         self.store_kind(),
-                        STORE_WAIT.as_secs()
+                        started.elapsed().as_secs_f64()
                     )));
                 }
                 Err(e) => return Err(Fatal(format!("the store ({}) cannot be used: {e}", self.store_kind()))),
@@ -321,9 +328,6 @@ impl Background {
         Self { relay: true, expiry: true, commands: Some(handler) }
     }
 }
-
-/// How long a starting process waits for its store before it gives up.
-pub const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// Connections the kernel queues before `accept` (Linux caps it at `net.core.somaxconn`, 4096 by default).
 pub const LISTEN_BACKLOG: u32 = 4096;

@@ -119,3 +119,96 @@ fn a_busy_port_is_said_plainly_and_the_process_exits() {
     assert!(!stderr.contains("Os {"), "{stderr}");
     drop(holder);
 }
+
+/// The store's URL with its `host:port` swapped for `at`, and the `host:port` it named.
+fn via(url: &str, at: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
+    let (host, path) = hostpath.split_once('/').expect("a database path");
+    let userinfo = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
+    (format!("{scheme}://{userinfo}{at}/{path}"), host.to_owned())
+}
+
+/// Issue 9, defect 5: a store down at start-up once ended the process with `Error: Transient(PoolTimedOut)`.
+/// It is waited for as long as `STOCKROOM_STORE_WAIT_MS` says, then the process exits saying what it waited for.
+#[test]
+fn a_store_still_down_after_the_start_up_wait_is_said_plainly_and_the_process_exits() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(SERVER)
+        .args(["serve"])
+        .env("PORT", "0")
+        .env("STOCKROOM_BIND", "127.0.0.1")
+        .env("STOCKROOM_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{port}/nowhere"))
+        .env("STOCKROOM_STORE_WAIT_MS", "1500")
+        // Each attempt gives up after half a second, so the wait holds several.
+        .env("STOCKROOM_DB_ACQUIRE_TIMEOUT_MS", "500")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut exited = None;
+    for _ in 0..300 {
+        exited = child.try_wait().expect("wait");
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let took = started.elapsed();
+    let status = exited.expect("the process gave up on the store within 30 s");
+    let read = |pipe: Option<&mut dyn std::io::Read>| {
+        let mut text = String::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    };
+    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+    assert!(!status.success(), "{status}");
+    assert!(took >= Duration::from_millis(1500), "it waited {took:?}, less than STOCKROOM_STORE_WAIT_MS");
+    assert!(stderr.contains("the store (postgres) is still not reachable after"), "{stderr}");
+    assert!(!stderr.contains("Transient(") && !stderr.contains("PoolTimedOut"), "{stderr}");
+    // It said it was waiting while it waited.
+    assert!(stdout.contains("the store is not reachable yet"), "{stdout}");
+}
+
+/// The other half: a store that comes up during the wait (it starts beside us) is used, and the suite serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_comes_up_during_the_start_up_wait_is_used() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // The server is reached through a port that only starts forwarding to PostgreSQL two seconds in.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let (url, server) = via(&db.url, &format!("127.0.0.1:{port}"));
+    let forwarder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the reserved port");
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let app = ChildApp::spawn_with(
+        SERVER,
+        &url,
+        &[("STOCKROOM_STORE_WAIT_MS", "30000"), ("STOCKROOM_DB_ACQUIRE_TIMEOUT_MS", "500")],
+    )
+    .await;
+    let waited =
+        app.logs.lock().map(|l| l.iter().any(|l| l.contains("the store is not reachable yet"))).unwrap_or(false);
+    assert!(waited, "the store was down when the process started, and it said it waited");
+    app.location("wh", 1).await;
+    app.receive("LATE", "wh", 3).await;
+    assert_eq!(app.stock("LATE").await["total"]["on_hand"], 3);
+    drop(app);
+    forwarder.abort();
+}
