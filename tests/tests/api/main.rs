@@ -38,6 +38,7 @@ mod contract_reservations;
 mod crash;
 mod dashboard;
 mod demo;
+mod error_codes;
 mod events_auth;
 mod events_chain;
 mod events_outbox;
