@@ -42,7 +42,7 @@ pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) 
         .merge(stockroom_runtime::health::router(services.ping()))
         .merge(dashboard::router())
         .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
-    with_edges(routes, &settings.limits())
+    with_edges(stockroom_runtime::access::guard_api(routes, services.api_oidc.clone()), &settings.limits())
 }
 
 /// Serves the suite on `listener` until `shutdown` completes (the caller picks the signal: SIGTERM in `main`,

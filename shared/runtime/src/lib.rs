@@ -2,6 +2,7 @@
 //! metrics routes, Cloud Logging JSON with trace context, bounded JSON extraction, and the one place where
 //! errors become HTTP answers.
 
+pub mod access;
 pub mod connections;
 pub mod events;
 pub mod extract;

@@ -98,6 +98,8 @@ pub struct Services {
     pub live: Broadcast,
     /// When set, `/events`, `/pubsub/push` and `/jobs/*` need a Google-signed token.
     pub oidc: Option<Arc<OidcVerifier>>,
+    /// When set, `/v1` writes and `/v1/events/stream` need a Google-signed token ([`crate::access`]).
+    pub api_oidc: Option<Arc<OidcVerifier>>,
     /// One relay at a time in this process.
     pub relay_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -115,6 +117,7 @@ impl Services {
             live,
             store,
             oidc: None,
+            api_oidc: None,
             relay_lock: Arc::default(),
         }
     }

@@ -73,6 +73,13 @@ pub struct Settings {
     /// Service-account emails allowed to call those routes (comma-separated); empty allows any verified email.
     #[arg(long, env = "STOCKROOM_OIDC_EMAILS", default_value = "")]
     pub oidc_emails: String,
+    /// When set, every `/v1` write and `/v1/events/stream` need a Google-signed OIDC token for this audience
+    /// (the front door of the long-running piece, which has no Cloud Run IAM before it). Reads stay open.
+    #[arg(long, env = "STOCKROOM_API_AUDIENCE")]
+    pub api_audience: Option<String>,
+    /// Accounts allowed to write through the API (comma-separated); empty allows any verified email.
+    #[arg(long, env = "STOCKROOM_API_EMAILS", default_value = "")]
+    pub api_emails: String,
     /// Where the token signing keys are published.
     #[arg(long, env = "STOCKROOM_OIDC_JWKS_URL", default_value = crate::oidc::GOOGLE_JWKS_URL)]
     pub oidc_jwks_url: String,
@@ -160,6 +167,8 @@ impl Settings {
             project: None,
             oidc_audience: None,
             oidc_emails: String::new(),
+            api_audience: None,
+            api_emails: String::new(),
             oidc_jwks_url: crate::oidc::GOOGLE_JWKS_URL.to_owned(),
             relay_interval_ms: 200,
             commands_interval_ms: 100,
@@ -286,12 +295,15 @@ impl Settings {
     /// The store, the in-process buses and the token check, built once for the process.
     pub async fn services(&self) -> Result<Services, Box<dyn std::error::Error + Send + Sync>> {
         let mut services = Services::local(self.connect_waiting().await?, self.clock());
-        if let Some(audience) = self.oidc_audience.as_deref().filter(|a| !a.is_empty()) {
-            let mut config = OidcConfig::new(audience, OidcConfig::parse_emails(&self.oidc_emails));
+        let verifier = |audience: Option<&str>, emails: &str| -> Result<_, reqwest::Error> {
+            let Some(audience) = audience.filter(|a| !a.is_empty()) else { return Ok(None) };
+            let mut config = OidcConfig::new(audience, OidcConfig::parse_emails(emails));
             config.jwks_url = self.oidc_jwks_url.clone();
             let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-            services.oidc = Some(Arc::new(OidcVerifier::new(config, http)));
-        }
+            Ok(Some(Arc::new(OidcVerifier::new(config, http))))
+        };
+        services.oidc = verifier(self.oidc_audience.as_deref(), &self.oidc_emails)?;
+        services.api_oidc = verifier(self.api_audience.as_deref(), &self.api_emails)?;
         Ok(services)
     }
 
@@ -366,7 +378,8 @@ pub async fn serve_function(
     // `wire` swaps in the cloud's buses (Pub/Sub) where configured; see stockroom_gcp::with_pubsub.
     let services = wire(settings.services().await?, &settings)?;
     settings.start_background(&services, background);
-    let app = with_edges(router(services.clone()).merge(crate::health::router(services.ping())), &settings.limits());
+    let routes = router(services.clone()).merge(crate::health::router(services.ping()));
+    let app = with_edges(crate::access::guard_api(routes, services.api_oidc.clone()), &settings.limits());
     let listener = settings.listen().await?;
     tracing::info!(function = name, address = %listener.local_addr()?, "listening");
     run(listener, app, shutdown_signal(), &settings.limits()).await?;

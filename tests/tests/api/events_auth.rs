@@ -1,6 +1,7 @@
 //! Events in, with authentication on: `/events`, `/pubsub/push` and `/jobs/*` take a command only with a
 //! Google-signed OIDC token for the configured audience and service account. Anything else is 401 with a JSON
-//! error and applies nothing: no movement, no level changed, no outgoing event. The ordinary API needs no token.
+//! error and applies nothing: no movement, no level changed, no outgoing event. The ordinary API needs no token
+//! unless `STOCKROOM_API_AUDIENCE` is set, and then its writes and live feed need one of their own.
 //!
 //! Google's certificate URL is stood in for by a JWKS served on loopback from an RSA key minted here.
 
@@ -320,4 +321,105 @@ async fn the_scheduler_jobs_need_a_token_and_the_stock_api_does_not(b: Backend) 
             "dev.stockroom.reservation.committed.v1"
         ]
     );
+}
+
+const API_AUDIENCE: &str = "https://stockroom.test/api";
+const CHECKOUT: &str = "checkout@shop.iam.gserviceaccount.com";
+
+/// A `/v1` write, sent with and without a token.
+struct Write {
+    method: &'static str,
+    path: &'static str,
+    body: Value,
+}
+
+/// `w`, with `auth` as its `Authorization` if any, under an idempotency key of its own.
+async fn send(app: &TestApp, w: &Write, auth: Option<&str>) -> Reply {
+    let key = format!("key{}", w.path.replace('/', "-"));
+    let mut headers = vec![("content-type", "application/json"), ("idempotency-key", key.as_str())];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    app.send(w.method, w.path, &headers, Some(w.body.to_string().into_bytes())).await
+}
+
+/// A storefront back end's token for the API: its own audience and account.
+fn checkout_token(changes: &[(&str, Value)]) -> String {
+    let mut claims = pusher_claims_with(&[("aud", json!(API_AUDIENCE)), ("email", json!(CHECKOUT))]);
+    for (field, value) in changes {
+        claims[*field] = value.clone();
+    }
+    bearer(&claims)
+}
+
+/// Issue 9: the long-running piece has no Cloud Run IAM before it. With `STOCKROOM_API_AUDIENCE` set, every `/v1`
+/// write and the live feed need a token for that audience from an allowed account; reads stay open (the dashboard
+/// behind IAP, product pages). A refused write changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_api_audience_set_every_v1_write_and_the_live_feed_need_a_token_and_reads_do_not() {
+    let jwks_url = serve_jwks().await;
+    let app = TestApp::spawn_configured(TestDb::new(Backend::Sqlite).await, |s| {
+        s.api_audience = Some(API_AUDIENCE.to_owned());
+        s.api_emails = CHECKOUT.to_owned();
+        s.oidc_jwks_url = jwks_url;
+    })
+    .await;
+    let writes = [
+        Write { method: "PUT", path: "/v1/locations/wh", body: json!({ "name": "Warehouse", "priority": 1 }) },
+        Write {
+            method: "POST",
+            path: "/v1/adjustments",
+            body: json!({ "changes": [{ "sku": SKU, "location": "wh", "delta": 5, "reason": "received" }] }),
+        },
+        Write {
+            method: "POST",
+            path: "/v1/reservations",
+            body: json!({ "reservation_id": "cart-1", "lines": [{ "sku": SKU, "quantity": 1 }] }),
+        },
+    ];
+    // No token, the Pub/Sub audience's token, another account's, an expired one: 401 with the reason.
+    let refusals = [
+        (None, "missing"),
+        (Some(valid_token()), "wrong_audience"),
+        (Some(checkout_token(&[("email", json!("intruder@elsewhere.iam.gserviceaccount.com"))])), "email_not_allowed"),
+        (Some(checkout_token(&[("iat", json!(now() - 7200)), ("exp", json!(now() - 3600))])), "expired"),
+    ];
+    for (auth, reason) in &refusals {
+        for w in &writes {
+            let r = send(&app, w, auth.as_deref()).await;
+            assert_eq!(
+                (r.status, r.error_code(), r.body["reason"].as_str()),
+                (401, "unauthorized", Some(*reason)),
+                "{} {}: {r:?}",
+                w.method,
+                w.path
+            );
+            assert!(r.headers.contains_key("www-authenticate"), "{r:?}");
+        }
+        let r = app.send("GET", "/v1/events/stream", &[], None).await;
+        assert_eq!(
+            (r.status, r.body["reason"].as_str()),
+            (401, Some("missing")),
+            "the live feed without a token: {r:?}"
+        );
+    }
+    // Nothing was applied, and reads need no token.
+    assert_eq!(app.get("/v1/locations").await.body["locations"], json!([]));
+    assert_eq!(app.get(&format!("/v1/stock/{SKU}")).await.status, 404);
+
+    // With the storefront's token each write goes through.
+    let token = checkout_token(&[]);
+    let mut statuses = Vec::new();
+    for w in &writes {
+        statuses.push(send(&app, w, Some(&token)).await.status);
+    }
+    assert!(statuses[0] == 200 || statuses[0] == 201, "{statuses:?}");
+    assert_eq!(&statuses[1..], [200, 201], "adjustment and hold with a token");
+    assert_eq!(app.get(&format!("/v1/stock/{SKU}")).await.body["total"]["reserved"], 1);
+    let stream = app
+        .http
+        .get(format!("{}/v1/events/stream", app.base))
+        .header("authorization", &token)
+        .send()
+        .await
+        .expect("the live feed answers");
+    assert_eq!(stream.status(), 200, "the live feed with a token");
 }
