@@ -43,6 +43,7 @@ mod events_auth;
 mod events_chain;
 mod events_outbox;
 mod events_redelivery;
+mod histories;
 mod lapsed_lookup;
 mod lifecycle;
 mod migrations;
