@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use stockroom_domain::Sku;
 use stockroom_domain::analytics::{
     Bucket, Health, HealthStatus, SalesPoint, TOP_SELLERS_DEFAULT, TOP_SELLERS_MAX, TopSeller, Window, series_starts,
 };
@@ -26,6 +27,7 @@ use stockroom_events::CloudEvent;
 use stockroom_events::event::{self as ev, MovementData};
 use stockroom_runtime::Path;
 use stockroom_runtime::events::{self, Envelope, IncomingEvent, envelope_of_message};
+use stockroom_runtime::openapi::{BadRequest, ErrorBody, Rfc3339, Unavailable};
 use stockroom_runtime::services::SinkError;
 use stockroom_runtime::{ApiError, EventSink, RawBody, Services, fields, ok, relay};
 use stockroom_store::{ObservedEvent, ObservedMovement, OutboxEvent, Recorded, StoreError};
@@ -177,7 +179,7 @@ pub fn wire(
 #[derive(OpenApi)]
 #[openapi(
     paths(stock_health, sales, top_sellers),
-    components(schemas(Health, HealthStatus, SalesPoint, TopSeller)),
+    components(schemas(Health, HealthStatus, SalesPoint, TopSeller, ErrorBody, Rfc3339)),
     tags((name = "analytics", description = "Stock health, sales series and top sellers"))
 )]
 pub struct ApiDoc;
@@ -263,16 +265,22 @@ fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HealthQuery {
-    /// Figures at this location only; without it, each sku's total across locations.
+    /// Figures at this location only; without it (or empty), each sku's total across locations.
+    #[param(pattern = "^[A-Za-z0-9._:/-]{0,64}$")]
     location: Option<String>,
-    /// `ok`, `low` or `depleted`.
+    /// `ok`, `low` or `depleted`; without it (or empty), every status.
+    #[param(pattern = "^(ok|low|depleted)?$")]
     status: Option<String>,
 }
 
 /// Stock health per sku: available, units sold, velocity, days of cover, projected stock-out and status.
 #[utoipa::path(get, path = "/v1/analytics/stock-health", tag = "analytics", params(HealthQuery),
-    responses((status = 200, body = [Health]), (status = 400, description = "invalid location or status")))]
+    responses((status = 200, body = [Health]),
+              (status = 400, response = inline(BadRequest)),
+              (status = 422, body = ErrorBody, description = "`invalid_location`"),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn stock_health(State(services): State<Services>, q: QueryResult<HealthQuery>) -> Result<Response, ApiError> {
     let q = query(q)?;
     let location = q.location.as_deref().filter(|l| !l.is_empty()).map(fields::location).transpose()?;
@@ -291,12 +299,17 @@ pub async fn stock_health(State(services): State<Services>, q: QueryResult<Healt
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SalesQuery {
     /// `hour` (default) or `day`.
+    #[param(pattern = "^(hour|day)?$")]
     bucket: Option<String>,
-    /// RFC 3339; default `to` minus 48 hours (hour buckets) or 30 days (day buckets).
+    /// RFC 3339; default `to` minus 48 hours (hour buckets) or 30 days (day buckets). Not after `to`, and at
+    /// most `SERIES_POINTS_MAX` buckets before it.
+    #[param(value_type = Option<Rfc3339>)]
     from: Option<String>,
     /// RFC 3339; default now.
+    #[param(value_type = Option<Rfc3339>)]
     to: Option<String>,
 }
 
@@ -306,9 +319,19 @@ fn instant(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|e| ApiError::bad_query("invalid_time", format!("{field} must be an RFC 3339 time: {e}")))
 }
 
+/// Whether a series over `from..=to` can be told in RFC 3339, whose years run from 0000 to 9999 (in UTC, where
+/// the answer's bucket starts are): `to=0000-01-01T00:00:00Z` would otherwise start its default span in year -1.
+fn writable(from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+    let year = |t: DateTime<Utc>| chrono::Datelike::year(&t);
+    (0..=9999).contains(&year(from)) && (0..=9999).contains(&year(to))
+}
+
 /// A sku's sales in hour or day buckets (UTC), zeros included: net units sold and orders.
-#[utoipa::path(get, path = "/v1/analytics/skus/{sku}/sales", tag = "analytics", params(("sku" = String, Path), SalesQuery),
-    responses((status = 200, body = [SalesPoint]), (status = 400, description = "invalid bucket, time or span")))]
+#[utoipa::path(get, path = "/v1/analytics/skus/{sku}/sales", tag = "analytics", params(("sku" = Sku, Path), SalesQuery),
+    responses((status = 200, body = [SalesPoint]),
+              (status = 400, response = inline(BadRequest)),
+              (status = 422, body = ErrorBody, description = "`invalid_sku`"),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn sales(
     State(services): State<Services>,
     Path(sku): Path<String>,
@@ -327,6 +350,12 @@ pub async fn sales(
     if to < from {
         return Err(ApiError::bad_query("invalid_span", "to is before from"));
     }
+    if !writable(from, to) {
+        return Err(ApiError::bad_query(
+            "invalid_time",
+            "from and to (and the default span before to) must fall in the years 0000 to 9999, in UTC",
+        ));
+    }
     if series_starts(bucket, from, to).is_none() {
         return Err(ApiError::bad_query(
             "span_too_long",
@@ -340,24 +369,30 @@ pub async fn sales(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TopQuery {
     /// `24h` (default) or `7d`.
+    #[param(pattern = "^(24h|7d)?$")]
     window: Option<String>,
     /// 1 to 100, default 10.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
 /// The best sellers over the trailing window: net units sold and orders.
 #[utoipa::path(get, path = "/v1/analytics/top-sellers", tag = "analytics", params(TopQuery),
-    responses((status = 200, body = [TopSeller]), (status = 400, description = "invalid window or limit")))]
+    responses((status = 200, body = [TopSeller]),
+              (status = 400, response = inline(BadRequest)),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn top_sellers(State(services): State<Services>, q: QueryResult<TopQuery>) -> Result<Response, ApiError> {
     let q = query(q)?;
     let window = match q.window.as_deref() {
         None | Some("") => Window::Day,
         Some(w) => Window::parse(w).ok_or_else(|| ApiError::bad_query("invalid_window", "window must be 24h or 7d"))?,
     };
+    // `limit=` is no number, as for every other `limit` (`/v1/movements`, `/jobs/expire-reservations`).
     let limit = match q.limit.as_deref() {
-        None | Some("") => TOP_SELLERS_DEFAULT,
+        None => TOP_SELLERS_DEFAULT,
         Some(l) => l
             .parse::<i64>()
             .ok()

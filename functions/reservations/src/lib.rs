@@ -9,9 +9,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Number, Value, json};
-use stockroom_domain::{CommitLine, HoldRequest, ReservationId};
+use stockroom_domain::{CommitLine, HoldRequest, Location, ReservationId, Sku};
 use stockroom_runtime::Path;
 use stockroom_runtime::fields::{HOLD_LINES_MAX as LINES_MAX, HoldLineInput};
+use stockroom_runtime::openapi::{BadRequest, ErrorBody, TooLarge, Unauthenticated, Unavailable, UnsupportedMedia};
 use stockroom_runtime::{
     ApiError, JsonBody, RawBody, Services, fields, idempotency, idempotency_key, ok, parse, respond,
 };
@@ -39,7 +40,7 @@ pub fn router(services: Services) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     paths(hold, get_reservation, commit, fulfil, release, expire_job),
-    components(schemas(ReservationBody, LineBody, CommitBody, CommitLineBody, ReservationView)),
+    components(schemas(ReservationBody, LineBody, CommitBody, CommitLineBody, ReservationView, Expired, ErrorBody)),
     tags((name = "reservations", description = "Holds at checkout, sales, shipments and returns"))
 )]
 pub struct ApiDoc;
@@ -47,10 +48,13 @@ pub struct ApiDoc;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
+    #[schema(value_type = Sku)]
     pub sku: String,
-    #[schema(value_type = i64, minimum = 1)]
+    /// Whole units: 1 to 10^12.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub quantity: Number,
     /// Hold only here; without it the line is sourced across locations by priority, split if needed.
+    #[schema(value_type = Option<Location>)]
     pub location: Option<String>,
 }
 
@@ -58,11 +62,16 @@ pub struct LineBody {
 #[serde(deny_unknown_fields)]
 pub struct ReservationBody {
     /// Makes the request idempotent: the same id and body answer the first answer again.
+    #[schema(value_type = Option<ReservationId>)]
     pub reservation_id: Option<String>,
+    /// 1 to 100 lines, each SKU at most once: all are held, or none.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineBody>,
     /// 1 to 86400; default 900.
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 86_400)]
     pub ttl_seconds: Option<Number>,
+    /// The caller's reference (a cart, an order number): 1 to 256 bytes, not all blank.
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
     pub reference: Option<String>,
 }
 
@@ -81,10 +90,19 @@ impl TryFrom<&ReservationBody> for HoldRequest {
 
 /// Hold stock for a checkout: every line or none.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = ReservationBody,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = ReservationView, description = "held"), (status = 200, body = ReservationView, description = "the same request again"),
-               (status = 409, description = "insufficient_stock (with shortfalls), reservation_exists or idempotency_in_progress"),
-               (status = 422, description = "invalid, or idempotency_mismatch")))]
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "1 to 255 printable ASCII characters; the key of a hold without `reservation_id`")),
+    responses((status = 201, body = ReservationView, description = "held",
+               links(("GetReservation" = (operation_id = "get_reservation", parameters(("id" = "$response.body#/reservation_id")))),
+                     ("CommitReservation" = (operation_id = "commit", parameters(("id" = "$response.body#/reservation_id")))),
+                     ("ReleaseReservation" = (operation_id = "release", parameters(("id" = "$response.body#/reservation_id")))))),
+              (status = 200, body = ReservationView, description = "the same request again"),
+              (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 409, body = ErrorBody, description = "`insufficient_stock` (with `shortfalls`, nothing held), `reservation_exists` or `idempotency_in_progress`"),
+              (status = 413, response = inline(TooLarge)), (status = 415, response = inline(UnsupportedMedia)),
+              (status = 422, body = ErrorBody, description = "invalid (`invalid_lines`, `invalid_sku`, `invalid_quantity`, `invalid_ttl`, …), `duplicate_line`, `unknown_location` or `idempotency_mismatch`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn hold(
     State(ledger): State<Arc<dyn Ledger>>,
     headers: HeaderMap,
@@ -94,11 +112,12 @@ async fn hold(
     let given = body.value.reservation_id.as_deref().map(fields::reservation_id).transpose()?;
     let path = "/v1/reservations";
     // A client's reservation_id is the idempotency key of the hold, whatever Idempotency-Key comes with it
-    // (a retry may well carry a fresh one); the header is the key only for holds without an id.
-    let idem = match (&given, idempotency_key(&headers)?) {
-        (Some(id), _) => Some(idempotency(&format!("reservation:{id}"), &Method::POST, path, &body.raw)?),
-        (None, Some(key)) => Some(idempotency(key, &Method::POST, path, &body.raw)?),
-        (None, None) => None,
+    // (a retry may well carry a fresh one); the header is the key only for holds without an id. A header that
+    // breaks the key's rules is refused either way, as on every other POST.
+    let header = idempotency_key(&headers)?.map(|key| idempotency(key, &Method::POST, path, &body.raw)).transpose()?;
+    let idem = match &given {
+        Some(id) => Some(idempotency(&format!("reservation:{id}"), &Method::POST, path, &body.raw)?),
+        None => header,
     };
     let id = match given {
         Some(id) => id,
@@ -109,8 +128,10 @@ async fn hold(
 }
 
 /// A reservation and its state: held, committed, fulfilled, released or expired.
-#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation")))]
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", params(("id" = ReservationId, Path)),
+    responses((status = 200, body = ReservationView), (status = 400, response = inline(BadRequest)),
+              (status = 404, body = ErrorBody, description = "`unknown_reservation` (an id outside the alphabet too)"),
+              (status = 503, response = inline(Unavailable))))]
 async fn get_reservation(State(ledger): State<Arc<dyn Ledger>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = fields::reservation_id(&id).map_err(|_| unknown(&id))?;
     match ledger.reservation(&id).await? {
@@ -126,17 +147,25 @@ fn unknown(id: &str) -> ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitLineBody {
+    #[schema(value_type = Sku)]
     pub sku: String,
-    #[schema(value_type = i64, minimum = 1)]
+    /// Whole units: 1 to 10^12.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub quantity: Number,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
-    /// A partial commit: these quantities are sold, everything else is released.
+    /// A partial commit: these quantities are sold, everything else is released. 1 to 100 lines, each SKU at
+    /// most once; null or left out sells everything held.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Option<Vec<CommitLineBody>>,
 }
+
+/// What the `Idempotency-Key` of a reservation step or of the expiry job is, for the OpenAPI description.
+const IDEMPOTENCY_KEY: &str =
+    "1 to 255 printable ASCII characters: the same key and request answer the first answer again";
 
 /// An optional JSON body: empty means `{}`.
 fn optional_body<T: serde::de::DeserializeOwned>(raw: &RawBody) -> Result<(Option<T>, Value), ApiError> {
@@ -157,11 +186,21 @@ fn step_idempotency(
 }
 
 /// Sell what is held (or part of it; the rest is released).
-#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)),
-    request_body(content = Option<CommitBody>),
-    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"),
-              (status = 409, description = "invalid_state"), (status = 410, description = "reservation_expired"),
-              (status = 422, description = "invalid lines")))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations",
+    params(("id" = ReservationId, Path),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY_KEY)),
+    request_body(content = CommitBody, description = "Optional: no body (or blanks) sells everything held"),
+    responses((status = 200, body = ReservationView,
+               links(("FulfilReservation" = (operation_id = "fulfil", parameters(("id" = "$response.body#/reservation_id")))),
+                     ("ReleaseReservation" = (operation_id = "release", parameters(("id" = "$response.body#/reservation_id")))))),
+              (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 404, body = ErrorBody, description = "`unknown_reservation`"),
+              (status = 409, body = ErrorBody, description = "`invalid_state` or `idempotency_in_progress`"),
+              (status = 410, body = ErrorBody, description = "`reservation_expired`"),
+              (status = 413, response = inline(TooLarge)),
+              (status = 422, body = ErrorBody, description = "invalid lines, `duplicate_line`, `line_not_in_reservation`, `commit_exceeds_held` or `idempotency_mismatch`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn commit(
     State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
@@ -189,8 +228,17 @@ async fn commit(
 }
 
 /// Shipped: the committed units leave on_hand.
-#[utoipa::path(post, path = "/v1/reservations/{id}/fulfil", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state")))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/fulfil", tag = "reservations",
+    params(("id" = ReservationId, Path),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY_KEY)),
+    request_body(content = Value, description = "Optional and not read: any JSON is only part of the idempotency hash"),
+    responses((status = 200, body = ReservationView), (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 404, body = ErrorBody, description = "`unknown_reservation`"),
+              (status = 409, body = ErrorBody, description = "`invalid_state` or `idempotency_in_progress`"),
+              (status = 413, response = inline(TooLarge)),
+              (status = 422, body = ErrorBody, description = "`negative_on_hand` (a count left less on hand than was sold) or `idempotency_mismatch`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn fulfil(
     State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
@@ -201,8 +249,17 @@ async fn fulfil(
 }
 
 /// Cancel: a hold is released, a sale returned. Releasing again answers 200 and changes nothing.
-#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationView), (status = 404, description = "unknown_reservation"), (status = 409, description = "invalid_state (fulfilled)")))]
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations",
+    params(("id" = ReservationId, Path),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY_KEY)),
+    request_body(content = Value, description = "Optional and not read: any JSON is only part of the idempotency hash"),
+    responses((status = 200, body = ReservationView), (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 404, body = ErrorBody, description = "`unknown_reservation`"),
+              (status = 409, body = ErrorBody, description = "`invalid_state` (fulfilled) or `idempotency_in_progress`"),
+              (status = 413, response = inline(TooLarge)),
+              (status = 422, body = ErrorBody, description = "`idempotency_mismatch`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn release(
     State(ledger): State<Arc<dyn Ledger>>,
     Path(id): Path<String>,
@@ -228,15 +285,29 @@ async fn bodiless_step(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExpireQuery {
     /// Lapsed holds to book in this run: 1 to 10000, default 1000.
+    #[param(minimum = 1, maximum = 10_000)]
     pub limit: Option<i64>,
+}
+
+/// What the expiry job answers, for the OpenAPI description (`render` writes it).
+#[derive(utoipa::ToSchema)]
+pub struct Expired {
+    /// Lapsed holds booked as expired by this run.
+    pub expired: u64,
 }
 
 /// Cloud Scheduler target: books lapsed holds as expired. Not needed for correctness (expiry is applied at read
 /// time); it keeps the ledger's movements current. Safe to run twice.
-#[utoipa::path(post, path = "/jobs/expire-reservations", tag = "reservations", params(ExpireQuery),
-    responses((status = 200, description = "`{\"expired\": n}`")))]
+#[utoipa::path(post, path = "/jobs/expire-reservations", tag = "reservations",
+    params(ExpireQuery, ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY_KEY)),
+    responses((status = 200, body = Expired), (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 409, body = ErrorBody, description = "`idempotency_in_progress`"),
+              (status = 422, body = ErrorBody, description = "`idempotency_mismatch`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn expire_job(
     State(ledger): State<Arc<dyn Ledger>>,
     headers: HeaderMap,

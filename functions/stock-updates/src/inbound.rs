@@ -6,6 +6,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 use stockroom_runtime::events::{self, IncomingEvent};
+use stockroom_runtime::openapi::{
+    BadRequest, CloudEvent, ErrorBody, PushEnvelope, TooLarge, Unauthenticated, Unavailable,
+};
 use stockroom_runtime::{ApiError, RawBody, Services, ok, relay};
 use stockroom_store::CountsFile;
 
@@ -14,6 +17,22 @@ use stockroom_runtime::events::{Envelope, envelope_of_message};
 
 const MESSAGE_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
 const OBJECT_FINALIZED: &str = "google.cloud.storage.object.v1.finalized";
+
+/// What `/events` and `/pubsub/push` answer, for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the JSON that `commands::apply` and `one_event` build")]
+pub struct EventOutcome {
+    /// `applied`, `duplicate` (applied before: `answer` is the first answer) or `refused` (the ledger said no:
+    /// `error`, and a `reservation.refused` event leaves); a counts file is `recorded` (or `duplicate`).
+    #[schema(pattern = "^(applied|duplicate|refused|recorded)$")]
+    pub outcome: String,
+    /// The answer the HTTP API gives to the same command.
+    #[schema(value_type = Option<Object>)]
+    pub answer: Option<Value>,
+    /// A refusal's error body.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+}
 
 fn acknowledged(body: Value) -> Response {
     ok(StatusCode::OK, &body)
@@ -46,12 +65,21 @@ async fn one_event(services: &Services, e: &IncomingEvent) -> Result<Value, ApiE
     }
 }
 
-/// CloudEvents over HTTP, binary or structured, as Eventarc sends them.
+/// CloudEvents over HTTP, as Eventarc sends them: a Stockroom command (`dev.stockroom.command.*`, described in
+/// `events/schemas`), Pub/Sub's `google.cloud.pubsub.topic.v1.messagePublished` carrying one, or Cloud Storage's
+/// `google.cloud.storage.object.v1.finalized` for a counts file. Structured mode is described here; binary mode
+/// takes the same attributes as `ce-*` headers (percent-encoded) and the data as the body, its media type in
+/// Content-Type.
 #[utoipa::path(post, path = "/events", tag = "events",
-    responses((status = 200, description = "applied, duplicate or refused (a refusal leaves as reservation.refused)"),
-              (status = 400, description = "not a valid CloudEvent"), (status = 401, description = "no valid OIDC token"),
-              (status = 422, description = "a valid event carrying an invalid command"),
-              (status = 503, description = "transient, or the command came before its predecessor: deliver again")))]
+    request_body(content((CloudEvent = "application/cloudevents+json")),
+        description = "A structured-mode CloudEvent, or (binary mode) the event's data with `ce-*` headers"),
+    responses((status = 200, body = EventOutcome, description = "applied, duplicate or refused (a refusal leaves as reservation.refused)"),
+              (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 413, response = inline(TooLarge)),
+              (status = 415, body = ErrorBody, description = "a batch (`application/cloudevents-batch+json`) or a structured format other than JSON"),
+              (status = 422, body = ErrorBody, description = "a valid event carrying an invalid command, or a type that is no command (`unsupported_command`)"),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn events(
     State(services): State<Services>,
     headers: HeaderMap,
@@ -68,20 +96,33 @@ pub async fn events(
     }))
 }
 
-/// A Pub/Sub push subscription's request.
-#[utoipa::path(post, path = "/pubsub/push", tag = "events",
-    responses((status = 200, description = "applied, duplicate or refused"), (status = 400, description = "not a push envelope"),
-              (status = 401, description = "no valid OIDC token"), (status = 422, description = "invalid command"),
-              (status = 503, description = "transient: Pub/Sub redelivers")))]
+/// A Pub/Sub push subscription's request: the message carries a Stockroom command as a CloudEvent (structured
+/// in its data, or binary with `ce-*` attributes).
+#[utoipa::path(post, path = "/pubsub/push", tag = "events", request_body = PushEnvelope,
+    responses((status = 200, body = EventOutcome, description = "applied, duplicate or refused"),
+              (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 413, response = inline(TooLarge)),
+              (status = 422, body = ErrorBody, description = "a message that carries no command, or an invalid one"),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn pubsub_push(State(services): State<Services>, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let message = events::parse_push(&body)?;
     let envelope = envelope_of_message(&message)?;
     Ok(acknowledged(apply(&services, &envelope).await?))
 }
 
+/// What `/jobs/relay-outbox` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Published {
+    /// Outbox events published by this run.
+    pub published: usize,
+}
+
 /// Cloud Scheduler target: publishes what waits in the outbox. Safe to run twice, and at any time.
-#[utoipa::path(post, path = "/jobs/relay-outbox", tag = "events", responses((status = 200, description = "`{\"published\": n}`")))]
+#[utoipa::path(post, path = "/jobs/relay-outbox", tag = "events",
+    responses((status = 200, body = Published), (status = 401, response = inline(Unauthenticated)),
+              (status = 503, response = inline(Unavailable))))]
 pub async fn relay_outbox(State(services): State<Services>) -> Result<Response, ApiError> {
     let published = relay::relay(&services, 100).await?;
-    Ok(ok(StatusCode::OK, &json!({ "published": published })))
+    Ok(ok(StatusCode::OK, &Published { published }))
 }

@@ -14,25 +14,50 @@ pub mod dashboard;
 pub mod demo;
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "Stockroom",
-    description = "Real-time inventory: stock per SKU and location, holds, sales, shipments."
-))]
+#[openapi(
+    info(
+        title = "Stockroom",
+        description = "Real-time inventory: stock per SKU and location, holds, sales, shipments. Every error is \
+            `{\"error\": \"<snake_case_code>\", \"message\": \"...\", ...details}`."
+    ),
+    paths(openapi_json)
+)]
 struct Suite;
+
+/// Each function's description, in the order they are merged.
+fn parts() -> Vec<utoipa::openapi::OpenApi> {
+    vec![
+        stockroom_stock_updates::ApiDoc::openapi(),
+        stockroom_reservations::ApiDoc::openapi(),
+        stockroom_webhooks::ApiDoc::openapi(),
+        stockroom_aggregator::ApiDoc::openapi(),
+        stockroom_runtime::openapi::ApiDoc::openapi(),
+    ]
+}
 
 /// OpenAPI 3.1 of every route the suite serves, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = Suite::openapi();
-    doc.merge(stockroom_stock_updates::ApiDoc::openapi());
-    doc.merge(stockroom_reservations::ApiDoc::openapi());
-    doc.merge(stockroom_webhooks::ApiDoc::openapi());
-    doc.merge(stockroom_aggregator::ApiDoc::openapi());
+    for part in parts() {
+        doc.merge(part);
+    }
     doc
+}
+
+/// This description: OpenAPI 3.1 of every route the suite serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object),
+              (status = 503, response = inline(stockroom_runtime::openapi::Unavailable))))]
+async fn openapi_json(
+    axum::extract::State(spec): axum::extract::State<std::sync::Arc<serde_json::Value>>,
+) -> axum::response::Response {
+    stockroom_runtime::ok(axum::http::StatusCode::OK, spec.as_ref())
 }
 
 /// Every function's routes over one set of services, with the shared edges.
 pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) -> Router {
-    let spec = openapi();
+    // Rendered once: the description does not change while the process runs.
+    let spec = std::sync::Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
     let routes = Router::new()
         .merge(stockroom_stock_updates::router(services.clone()))
         .merge(stockroom_reservations::router(services.clone()))
@@ -41,7 +66,7 @@ pub fn app(services: Services, settings: &Settings, webhooks: &WebhookSettings) 
         .merge(stockroom_runtime::stream::router(services.clone()))
         .merge(stockroom_runtime::health::router(services.ping()))
         .merge(dashboard::router())
-        .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.clone()))));
+        .merge(Router::new().route("/openapi.json", get(openapi_json)).with_state(spec));
     with_edges(stockroom_runtime::access::guard_api(routes, services.api_oidc.clone()), &settings.limits())
 }
 
@@ -110,5 +135,22 @@ mod tests {
             assert!(paths.iter().any(|k| k == p), "{p} missing from {paths:?}");
         }
         assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"));
+    }
+
+    /// `OpenApi::merge` keeps the first schema of a name: two functions naming different schemas alike would
+    /// leave one of them described by the other's (as `LocationBody` once was for the Shopify mapping).
+    #[test]
+    fn no_two_functions_name_different_schemas_alike() {
+        let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+        for part in super::parts() {
+            let schemas = part.components.map(|c| c.schemas).unwrap_or_default();
+            for (name, schema) in schemas {
+                let schema = serde_json::to_value(schema).unwrap_or_default();
+                if let Some(earlier) = seen.get(&name) {
+                    assert_eq!(earlier, &schema, "two different schemas are named {name}");
+                }
+                seen.insert(name, schema);
+            }
+        }
     }
 }

@@ -17,7 +17,9 @@ use axum::routing::{post, put};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
+use stockroom_domain::{Location, Sku};
 use stockroom_runtime::Path;
+use stockroom_runtime::openapi::{BadRequest, ErrorBody, TooLarge, Unauthenticated, Unavailable, UnsupportedMedia};
 use stockroom_runtime::{ApiError, Fault, JsonBody, RawBody, Services, fields, ok};
 use stockroom_store::QueuedCommand;
 use utoipa::OpenApi;
@@ -57,7 +59,8 @@ pub fn router(services: Services, settings: &WebhookSettings) -> Router {
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(shopify_webhook, put_item, put_location), components(schemas(ItemBody, LocationBody)),
+#[openapi(paths(shopify_webhook, put_item, put_location),
+    components(schemas(ItemBody, LocationBody, ItemMapping, LocationMapping, WebhookOutcome, ErrorBody)),
     tags((name = "webhooks", description = "Shopify in")))]
 pub struct ApiDoc;
 
@@ -67,11 +70,36 @@ fn unauthorized(reason: &'static str) -> Response {
         .into_response()
 }
 
-/// A Shopify webhook: verified, turned into commands, queued. 200 within milliseconds.
+/// What `POST /webhooks/shopify` answers, for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the JSON `shopify_webhook` builds")]
+pub struct WebhookOutcome {
+    /// `accepted` (its commands are queued) or `ignored` (a topic or payload Stockroom does not act on; retrying
+    /// would not help), with the `reason` and `message`.
+    #[schema(pattern = "^(accepted|ignored)$")]
+    outcome: String,
+    /// Commands queued.
+    commands: Option<u64>,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+/// A Shopify webhook (`orders/create`, `orders/cancelled`, `orders/fulfilled`, `refunds/create`,
+/// `inventory_levels/update`): verified, turned into commands, queued. 200 within milliseconds.
 #[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks",
-    responses((status = 200, description = "accepted (commands queued), or ignored with the reason"),
-              (status = 401, description = "bad or missing signature: nothing applied"),
-              (status = 400, description = "Shopify headers missing"), (status = 503, description = "the queue is unavailable: Shopify retries")))]
+    params(
+        ("X-Shopify-Hmac-Sha256" = String, Header, description = "Base64 HMAC-SHA256 of the raw body with the shop's secret (any of `STOCKROOM_SHOPIFY_SECRETS`)"),
+        ("X-Shopify-Topic" = String, Header, pattern = "\\S", description = "e.g. `orders/create`; a topic Stockroom does not act on is acknowledged as ignored"),
+        ("X-Shopify-Webhook-Id" = String, Header, pattern = "^[!-~]{1,128}$", description = "What makes a redelivery a duplicate (or `Shopify-Event-Id`)"),
+        ("X-Shopify-Shop-Domain" = Option<String>, Header),
+        ("X-Shopify-Triggered-At" = Option<String>, Header)),
+    request_body(content = serde_json::Value,
+        description = "The webhook's payload as Shopify sends it (a JSON object); only the fields Stockroom needs are read, and a payload it cannot use is acknowledged as ignored"),
+    responses((status = 200, body = WebhookOutcome, description = "accepted (commands queued), or ignored with the reason"),
+              (status = 400, response = inline(BadRequest)),
+              (status = 401, body = ErrorBody, description = "bad or missing signature (`unauthorized`, with the `reason`): nothing applied"),
+              (status = 413, response = inline(TooLarge)),
+              (status = 503, response = inline(Unavailable))))]
 async fn shopify_webhook(
     State(state): State<WebhookState>,
     headers: HeaderMap,
@@ -149,16 +177,35 @@ fn shopify_id(raw: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid("invalid_shopify_id", "a Shopify id is its decimal digits or its gid"))
 }
 
+/// A Shopify id in a path: its decimal digits (up to 2^64 - 1), or its `gid://shopify/Type/digits`.
+const SHOPIFY_ID: &str =
+    "decimal digits (ids exceed 2^53, so they are strings), or the gid `gid://shopify/Type/digits`";
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ShopifyItemBody)]
 pub struct ItemBody {
+    #[schema(value_type = Sku)]
     pub sku: String,
 }
 
+/// What `PUT /v1/shopify/items/{inventory_item_id}` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ItemMapping {
+    /// The id's decimal digits.
+    inventory_item_id: String,
+    sku: Sku,
+}
+
 /// Map a Shopify inventory item to a sku.
-#[utoipa::path(put, path = "/v1/shopify/items/{inventory_item_id}", tag = "webhooks", request_body = ItemBody,
-    params(("inventory_item_id" = String, Path, description = "decimal digits (ids exceed 2^53)")),
-    responses((status = 200, description = "mapped"), (status = 422, description = "invalid")))]
+#[utoipa::path(put, path = "/v1/shopify/items/{inventory_item_id}", tag = "webhooks", operation_id = "put_shopify_item",
+    request_body = ItemBody,
+    params(("inventory_item_id" = String, Path, pattern = "^(0*[0-9]{1,19}|gid://shopify/[^/?]+/0*[0-9]{1,19}([?].*)?)$", description = SHOPIFY_ID)),
+    responses((status = 200, body = ItemMapping, description = "mapped"), (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 413, response = inline(TooLarge)), (status = 415, response = inline(UnsupportedMedia)),
+              (status = 422, body = ErrorBody, description = "`invalid_shopify_id`, `invalid_sku` or `invalid_request`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn put_item(
     State(state): State<WebhookState>,
     Path(id): Path<String>,
@@ -167,19 +214,37 @@ async fn put_item(
     let id = shopify_id(&id)?;
     let sku = fields::sku(&body.value.sku)?;
     state.services.external_ids().put_shopify_item(id.clone(), sku.clone()).await?;
-    Ok(ok(StatusCode::OK, &json!({ "inventory_item_id": id, "sku": sku })))
+    Ok(ok(StatusCode::OK, &ItemMapping { inventory_item_id: id, sku }))
 }
 
+/// Named apart from stock-updates' `LocationBody` (`{name, priority}`): the suite's document holds one schema per
+/// name, and the first one merged would stand for both.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ShopifyLocationBody)]
 pub struct LocationBody {
+    /// The Stockroom location Shopify's location is.
+    #[schema(value_type = Location)]
     pub location: String,
 }
 
+/// What `PUT /v1/shopify/locations/{location_id}` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LocationMapping {
+    /// The id's decimal digits.
+    location_id: String,
+    location: Location,
+}
+
 /// Map a Shopify location to a Stockroom location.
-#[utoipa::path(put, path = "/v1/shopify/locations/{location_id}", tag = "webhooks", request_body = LocationBody,
-    params(("location_id" = String, Path, description = "decimal digits")),
-    responses((status = 200, description = "mapped"), (status = 422, description = "invalid")))]
+#[utoipa::path(put, path = "/v1/shopify/locations/{location_id}", tag = "webhooks", operation_id = "put_shopify_location",
+    request_body = LocationBody,
+    params(("location_id" = String, Path, pattern = "^(0*[0-9]{1,19}|gid://shopify/[^/?]+/0*[0-9]{1,19}([?].*)?)$", description = SHOPIFY_ID)),
+    responses((status = 200, body = LocationMapping, description = "mapped"), (status = 400, response = inline(BadRequest)),
+              (status = 401, response = inline(Unauthenticated)),
+              (status = 413, response = inline(TooLarge)), (status = 415, response = inline(UnsupportedMedia)),
+              (status = 422, body = ErrorBody, description = "`invalid_shopify_id`, `invalid_location` or `invalid_request`"),
+              (status = 503, response = inline(Unavailable))))]
 async fn put_location(
     State(state): State<WebhookState>,
     Path(id): Path<String>,
@@ -188,7 +253,7 @@ async fn put_location(
     let id = shopify_id(&id)?;
     let location = fields::location(&body.value.location)?;
     state.services.external_ids().put_shopify_location(id.clone(), location.clone()).await?;
-    Ok(ok(StatusCode::OK, &json!({ "location_id": id, "location": location })))
+    Ok(ok(StatusCode::OK, &LocationMapping { location_id: id, location }))
 }
 
 #[cfg(test)]

@@ -28,11 +28,12 @@ fn check(raw: &str, what: &'static str, max: usize, extra: &'static str) -> Resu
 }
 
 macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $extra:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:tt, $extra:literal, $pattern:tt) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String)]
+        // The same rule as `check`, for the OpenAPI description (its names are ASCII, so length is bytes too).
+        #[schema(value_type = String, pattern = $pattern, min_length = 1, max_length = $max)]
         pub struct $name(String);
 
         impl $name {
@@ -72,15 +73,15 @@ macro_rules! name_type {
 
 name_type!(
     /// A stock-keeping unit: 1–128 characters of `A-Z a-z 0-9 . _ - : /`.
-    Sku, "sku", 128, "._-:/"
+    Sku, "sku", 128, "._-:/", "^[A-Za-z0-9._:/-]{1,128}$"
 );
 name_type!(
     /// A place that holds stock: 1–64 characters of `A-Z a-z 0-9 . _ - : /`.
-    Location, "location", 64, "._-:/"
+    Location, "location", 64, "._-:/", "^[A-Za-z0-9._:/-]{1,64}$"
 );
 name_type!(
     /// A reservation's id, chosen by the client or made by the store. No `/`: it travels in URL paths.
-    ReservationId, "reservation_id", 128, "._-:"
+    ReservationId, "reservation_id", 128, "._-:", "^[A-Za-z0-9._:-]{1,128}$"
 );
 
 #[cfg(test)]

@@ -20,7 +20,11 @@ pub fn router(store: Arc<dyn Ping>) -> Router {
         .with_state(store)
 }
 
-async fn healthz() -> Response {
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object),
+              (status = 503, response = inline(crate::openapi::Unavailable))))]
+pub(crate) async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
@@ -28,7 +32,11 @@ async fn healthz() -> Response {
 /// timeout (Cloud Run's startup probe gives 1 s by default), not after the pool's acquire timeout.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(800);
 
-async fn readyz(State(store): State<Arc<dyn Ping>>) -> Response {
+/// Ready: the store answers too, within 800 ms.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+              (status = 503, response = inline(crate::openapi::Unavailable))))]
+pub(crate) async fn readyz(State(store): State<Arc<dyn Ping>>) -> Response {
     let ping = tokio::time::timeout(READY_WAIT, store.ping()).await.unwrap_or_else(|_| {
         Err(stockroom_store::StoreError::transient(format!("no answer from the store within {READY_WAIT:?}")))
     });
@@ -41,7 +49,11 @@ async fn readyz(State(store): State<Arc<dyn Ping>>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+/// Prometheus text: requests by route template, method and status, and the suite's own counters.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+              (status = 503, response = inline(crate::openapi::Unavailable))))]
+pub(crate) async fn metrics() -> Response {
     let body = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
+pub mod openapi;
 pub mod relay;
 pub mod serve;
 pub mod services;

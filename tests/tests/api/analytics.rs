@@ -449,6 +449,13 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         ("/v1/analytics/top-sellers?limit=0", "invalid_limit"),
         ("/v1/analytics/top-sellers?limit=101", "invalid_limit"),
         ("/v1/analytics/top-sellers?limit=ten", "invalid_limit"),
+        ("/v1/analytics/top-sellers?limit=", "invalid_limit"),
+        // Bucket starts in year -1 (the default span before `to`) or 10000 cannot be written in RFC 3339.
+        ("/v1/analytics/skus/A/sales?to=0000-01-01T00:00:00Z", "invalid_time"),
+        (
+            "/v1/analytics/skus/A/sales?bucket=day&from=9999-12-31T20:00:00-05:00&to=9999-12-31T23:00:00-05:00",
+            "invalid_time",
+        ),
     ] {
         let r = app.get(path).await;
         assert_eq!(r.status, 400, "{path}: {}", r.body);

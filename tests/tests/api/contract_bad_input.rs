@@ -322,6 +322,11 @@ async fn a_bad_idempotency_key_is_400(b: Backend) {
 
         assert_refused(&r, 400, "invalid_idempotency_key", &format!("key {key:?}"));
     }
+    // A hold with its own reservation_id is keyed by that id, and a bad header is still refused.
+    let hold = json!({ "reservation_id": "r-bad-key", "lines": [{ "sku": "mug", "quantity": 1 }] }).to_string();
+    let headers = [("content-type", "application/json"), ("idempotency-key", "with space")];
+    let r = app.send("POST", "/v1/reservations", &headers, Some(hold.into_bytes())).await;
+    assert_refused(&r, 400, "invalid_idempotency_key", "a hold with a reservation_id");
     assert_eq!(ledger(&app).await, before);
 }
 

@@ -47,5 +47,6 @@ mod histories;
 mod lapsed_lookup;
 mod lifecycle;
 mod migrations;
+mod openapi;
 mod outbox;
 mod readme_tour;
