@@ -215,16 +215,27 @@ impl OidcVerifier {
 
     /// `Authorization: Bearer <jwt>` → the verified claims, or why not.
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, OidcError> {
-        let token = bearer_token(authorization)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| OidcError::Malformed)?;
-        // Checked before any key is looked up, so that `none`, HS256 (a "secret" that is really the public key)
-        // and the rest never reach the cache or the network.
-        if header.alg != Algorithm::RS256 {
-            return Err(OidcError::Malformed);
-        }
-        let kid = header.kid.as_deref().filter(|k| !k.is_empty()).ok_or(OidcError::Malformed)?;
-        let key = self.key(kid).await?;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation).map_err(classify)?;
+        let (token, kid) = token_and_kid(authorization)?;
+        let key = self.key(&kid).await?;
+        self.verify_signed(token, &key)
+    }
+
+    /// [`verify`](Self::verify) with the signing key looked up by `kid` in `keys` instead of Google's JWKS: no I/O.
+    /// The entry point of the `oidc_token` fuzz target (`fuzz/`).
+    #[doc(hidden)]
+    pub fn verify_with_keys(
+        &self,
+        authorization: Option<&str>,
+        keys: impl FnOnce(&str) -> Option<Arc<DecodingKey>>,
+    ) -> Result<Claims, OidcError> {
+        let (token, kid) = token_and_kid(authorization)?;
+        let key = keys(&kid).ok_or(OidcError::UnknownKey)?;
+        self.verify_signed(token, &key)
+    }
+
+    /// The signature and the claims of `token`, once its signing key is known.
+    fn verify_signed(&self, token: &str, key: &DecodingKey) -> Result<Claims, OidcError> {
+        let data = jsonwebtoken::decode::<RawClaims>(token, key, &self.validation).map_err(classify)?;
         self.judge(data.claims)
     }
 
@@ -335,13 +346,32 @@ impl OidcVerifier {
             }
             body.extend_from_slice(&chunk);
         }
-        let document: JwksDocument = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
-        let keys: HashMap<_, _> = document.keys.iter().filter_map(rsa_signing_key).collect();
-        if keys.is_empty() {
-            return Err("the JWKS has no RS256 signing key".to_owned());
-        }
-        Ok((keys, max_age))
+        Ok((signing_keys(&body)?, max_age))
     }
+}
+
+/// The RS256 signing keys of a JWKS document, by `kid`. Public (hidden) for the `oidc_jwks` fuzz target.
+#[doc(hidden)]
+pub fn signing_keys(jwks: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+    let document: JwksDocument = serde_json::from_slice(jwks).map_err(|e| format!("not a JWKS: {e}"))?;
+    let keys: HashMap<_, _> = document.keys.iter().filter_map(rsa_signing_key).collect();
+    if keys.is_empty() {
+        return Err("the JWKS has no RS256 signing key".to_owned());
+    }
+    Ok(keys)
+}
+
+/// The token from `Authorization` and the `kid` of its key, from a header that says RS256.
+fn token_and_kid(authorization: Option<&str>) -> Result<(&str, String), OidcError> {
+    let token = bearer_token(authorization)?;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| OidcError::Malformed)?;
+    // Checked before any key is looked up, so that `none`, HS256 (a "secret" that is really the public key)
+    // and the rest never reach the cache or the network.
+    if header.alg != Algorithm::RS256 {
+        return Err(OidcError::Malformed);
+    }
+    let kid = header.kid.filter(|k| !k.is_empty()).ok_or(OidcError::Malformed)?;
+    Ok((token, kid))
 }
 
 /// The token from `Bearer <token>` (the scheme in any case, as RFC 7235 has it).
@@ -375,8 +405,9 @@ fn rsa_signing_key(jwk: &Value) -> Option<(String, Arc<DecodingKey>)> {
     Some((kid.to_owned(), Arc::new(DecodingKey::from_rsa_raw_components(&n, &e))))
 }
 
-/// `max-age` from a `Cache-Control` value.
-fn max_age(cache_control: &str) -> Option<u64> {
+/// `max-age` from a `Cache-Control` value. Public (hidden) for the `oidc_jwks` fuzz target.
+#[doc(hidden)]
+pub fn max_age(cache_control: &str) -> Option<u64> {
     cache_control.split(',').find_map(|directive| {
         let (name, value) = directive.trim().split_once('=')?;
         if name.trim().eq_ignore_ascii_case("max-age") { value.trim().trim_matches('"').parse().ok() } else { None }
@@ -452,6 +483,31 @@ mod tests {
             OidcConfig::parse_emails(" a@x.iam.gserviceaccount.com, ,b@y "),
             vec!["a@x.iam.gserviceaccount.com", "b@y"]
         );
+    }
+
+    #[test]
+    fn a_token_that_is_not_rs256_with_a_kid_is_refused_before_any_key_is_looked_up() {
+        let verifier = OidcVerifier::new(OidcConfig::new("aud", vec![]), reqwest::Client::new());
+        let segment = |value: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+        for header in [json!({"alg": "none", "kid": "k"}), json!({"alg": "HS256", "kid": "k"}), json!({"alg": "RS256"})]
+        {
+            let authorization = format!("Bearer {}.{}.c2ln", segment(header), segment(json!({"sub": "s"})));
+            let looked_up = std::cell::Cell::new(false);
+            let verdict = verifier.verify_with_keys(Some(&authorization), |_| {
+                looked_up.set(true);
+                None
+            });
+            assert_eq!(verdict, Err(OidcError::Malformed));
+            assert!(!looked_up.get(), "{authorization}");
+        }
+    }
+
+    #[test]
+    fn a_jwks_gives_its_rsa_signing_keys_or_says_why_not() {
+        let one = json!({"keys": [{"kty": "RSA", "kid": "k", "n": "AQAB", "e": "AQAB"}, {"kty": "EC", "kid": "e"}]});
+        assert_eq!(signing_keys(one.to_string().as_bytes()).map(|keys| keys.len()), Ok(1));
+        assert!(signing_keys(br#"{"keys": []}"#).is_err());
+        assert!(signing_keys(b"<html>").is_err());
     }
 
     #[test]
