@@ -526,14 +526,7 @@ impl ChildApp {
 
     /// Waits up to `timeout` for the child to exit by itself; its exit status, or `None` if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_exit(&mut self.child, timeout)
     }
 
     /// SIGKILL: no drain, no flush, nothing.
@@ -548,6 +541,28 @@ impl Drop for ChildApp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to `timeout` for `child` to exit by itself; its exit status, or `None` if it is still running.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A database URL with its `host:port` swapped for `at` (to reach the store through a link a test controls), and
+/// the `host:port` it named.
+pub fn via(url: &str, at: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
+    let (host, path) = hostpath.split_once('/').expect("a database path");
+    let userinfo = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
+    (format!("{scheme}://{userinfo}{at}/{path}"), host.to_owned())
 }
 
 /// A small seeded generator (xorshift64*) for workloads that must replay from a printed seed.

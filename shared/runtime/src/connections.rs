@@ -141,6 +141,21 @@ impl<T> Quiet<T> {
         self.deadline = Instant::now() + self.idle;
     }
 
+    /// A write's result: bytes written count as movement, and a write that waits is bounded by the deadline (a peer
+    /// that stops reading its answer holds the socket as surely as one that stops writing).
+    fn wrote(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_quiet(cx).map(Err),
+        }
+    }
+
     /// Ready with an error once the deadline has passed; otherwise registers for a wake at the deadline.
     fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
@@ -175,17 +190,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Quiet<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Quiet<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // A peer that stops reading its answer holds the socket as surely as one that stops writing.
-            Poll::Pending => this.poll_quiet(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -194,16 +200,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Quiet<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.poll_quiet(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -321,12 +321,7 @@ impl FaultyLink {
     async fn start(db_url: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the link");
         let port = listener.local_addr().expect("its address").port();
-        let (scheme, rest) = db_url.split_once("://").expect("a URL");
-        let (userinfo, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
-        let (server, path) = hostpath.split_once('/').expect("a database path");
-        let userinfo = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
-        let url = format!("{scheme}://{userinfo}127.0.0.1:{port}/{path}");
-        let server = server.to_owned();
+        let (url, server) = stockroom_e2e::via(db_url, &format!("127.0.0.1:{port}"));
         let connections: Arc<tokio::sync::Mutex<JoinSet<()>>> = Arc::default();
         let down: Arc<tokio::sync::RwLock<()>> = Arc::default();
         let (held, gate) = (connections.clone(), down.clone());

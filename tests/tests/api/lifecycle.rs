@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stockroom_e2e::{Backend, ChildApp, TestDb};
+use stockroom_e2e::{Backend, ChildApp, TestDb, via};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_stockroom-e2e-server");
 
@@ -96,14 +96,7 @@ fn a_busy_port_is_said_plainly_and_the_process_exits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the server");
-    let mut exited = None;
-    for _ in 0..300 {
-        exited = child.try_wait().expect("wait");
-        if exited.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let exited = stockroom_e2e::wait_exit(&mut child, Duration::from_secs(30));
     let _ = child.kill();
     let status = exited.expect("the process gave up on a busy port instead of running");
     let mut stderr = String::new();
@@ -118,15 +111,6 @@ fn a_busy_port_is_said_plainly_and_the_process_exits() {
     );
     assert!(!stderr.contains("Os {"), "{stderr}");
     drop(holder);
-}
-
-/// The store's URL with its `host:port` swapped for `at`, and the `host:port` it named.
-fn via(url: &str, at: &str) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (userinfo, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
-    let (host, path) = hostpath.split_once('/').expect("a database path");
-    let userinfo = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
-    (format!("{scheme}://{userinfo}{at}/{path}"), host.to_owned())
 }
 
 /// Issue 9, defect 5: a store down at start-up once ended the process with `Error: Transient(PoolTimedOut)`.
@@ -149,14 +133,7 @@ fn a_store_still_down_after_the_start_up_wait_is_said_plainly_and_the_process_ex
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the server");
-    let mut exited = None;
-    for _ in 0..300 {
-        exited = child.try_wait().expect("wait");
-        if exited.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let exited = stockroom_e2e::wait_exit(&mut child, Duration::from_secs(30));
     let _ = child.kill();
     let took = started.elapsed();
     let status = exited.expect("the process gave up on the store within 30 s");
