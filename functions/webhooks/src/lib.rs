@@ -138,6 +138,14 @@ async fn shopify_webhook(
             ));
         }
     };
+    // A command stock-updates would refuse (a quantity past the ledger's range, an order name longer than a
+    // reference may be, more lines than a hold takes) must not be acknowledged as accepted and then lost on the
+    // queue: each is checked with the decoder stock-updates applies it with, and such a webhook is ignored, saying
+    // why, as a payload Stockroom cannot use is.
+    if let Some((reason, message)) = commands.iter().find_map(refusal) {
+        tracing::warn!(topic = %webhook.topic, webhook = %webhook.webhook_id, reason, message, "shopify webhook ignored");
+        return Ok(ok(StatusCode::OK, &json!({ "outcome": "ignored", "reason": reason, "message": message })));
+    }
     let queued: Vec<QueuedCommand> = commands
         .into_iter()
         .map(|c| QueuedCommand {
@@ -152,6 +160,22 @@ async fn shopify_webhook(
     let count = queued.len();
     state.services.commands.publish(queued).await?;
     Ok(ok(StatusCode::OK, &json!({ "outcome": "accepted", "commands": count })))
+}
+
+/// Why stock-updates would refuse `command`, if it would: its error code and message.
+fn refusal(command: &shopify::OutgoingCommand) -> Option<(&'static str, String)> {
+    let envelope = stockroom_runtime::events::Envelope {
+        ty: command.ty.to_owned(),
+        source: SOURCE.to_owned(),
+        id: command.id.clone(),
+        data: command.data.clone(),
+    };
+    match stockroom_stock_updates::commands::decode(&envelope) {
+        Ok(_) => None,
+        Err(ApiError::Client { code, message, .. }) => Some((code, message)),
+        // Decoding reads no store; any other error would be a bug, and the command's own delivery reports it.
+        Err(_) => None,
+    }
 }
 
 /// The Shopify ids an `inventory_levels/update` names, and what they map to.

@@ -448,7 +448,7 @@ pub fn commands(
             if !lines.is_empty() {
                 let reservation_id = reservation_id(&order);
                 let name = order.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
-                let reference = format!("shopify:{}", name.map_or_else(|| order.id.to_string(), str::to_owned));
+                let reference = order_reference(name.map_or_else(|| order.id.to_string(), str::to_owned));
                 let lines = lines.into_iter().map(|(sku, quantity)| Line { sku, quantity, location: None }).collect();
                 let hold = Hold {
                     reservation_id: reservation_id.clone(),
@@ -527,6 +527,18 @@ impl Commands<'_> {
 
 fn parse<'a, T: Deserialize<'a>>(topic: Topic, body: &'a [u8]) -> Result<T, WebhookError> {
     serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload { topic: topic.as_str(), message: e.to_string() })
+}
+
+/// `shopify:<order name>`, cut at a character boundary to what a reference may be: the name is a label, and an
+/// unusually long one must not cost the sale.
+fn order_reference(name: String) -> String {
+    let mut reference = format!("shopify:{name}");
+    let mut end = reference.len().min(stockroom_runtime::fields::TEXT_BYTES_MAX);
+    while !reference.is_char_boundary(end) {
+        end -= 1;
+    }
+    reference.truncate(end);
+    reference
 }
 
 fn reservation_id(order: &Order) -> String {
@@ -648,6 +660,16 @@ mod tests {
         let shown = format!("{:?}", Secrets::parse("hush-hush-1,hush-hush-2"));
         assert_eq!(shown, "Secrets(2 redacted)");
         assert!(!shown.contains("hush"));
+    }
+
+    #[test]
+    fn an_order_reference_is_cut_to_a_reference_at_a_character_boundary() {
+        let max = stockroom_runtime::fields::TEXT_BYTES_MAX;
+        assert_eq!(order_reference("#1001".into()), "shopify:#1001");
+        let long = order_reference("é".repeat(max));
+        assert!(long.len() <= max && long.len() > max - 2, "{}", long.len());
+        assert!(long.starts_with("shopify:é"));
+        assert_eq!(order_reference("x".repeat(max)).len(), max);
     }
 
     #[test]

@@ -13,6 +13,8 @@ on_every_store!(
     an_inventory_level_from_shopify_sets_on_hand_through_the_mapping_and_ignores_older_counts,
     an_event_delivery_with_headers_without_x_is_taken_as_a_webhook_is,
     an_event_of_a_type_no_function_takes_is_answered_by_its_type_whatever_its_data,
+    a_webhook_the_ledger_could_not_apply_is_ignored_with_its_reason_and_queues_nothing,
+    an_order_with_a_very_long_name_still_sells,
 );
 
 fn order(id: u64, sku: &str, quantity: i64) -> Value {
@@ -228,4 +230,62 @@ async fn an_event_of_a_type_no_function_takes_is_answered_by_its_type_whatever_i
     let r = app.send("POST", "/events", &binary, Some(vec![0, 159, 146, 150])).await;
     assert_eq!((r.status, r.error_code()), (422, "unsupported_command"), "binary: {r:?}");
     assert!(app.all_movements("").await.is_empty(), "nothing was applied");
+}
+
+/// A webhook Shopify sends that the ledger would refuse once queued (a quantity past its range, more lines than a
+/// hold takes, a negative level) was once answered `accepted` and then refused by stock-updates: acknowledged and
+/// lost. It is checked with stock-updates' own decoder first, and answered `ignored` with the reason.
+async fn a_webhook_the_ledger_could_not_apply_is_ignored_with_its_reason_and_queues_nothing(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.location("shop", 1).await;
+    app.receive("MUG", "shop", 10).await;
+    assert_eq!(app.json("PUT", "/v1/shopify/items/77", &json!({ "sku": "MUG" })).await.status, 200);
+    assert_eq!(app.json("PUT", "/v1/shopify/locations/88", &json!({ "location": "shop" })).await.status, 200);
+    let before = app.all_movements("").await.len();
+
+    let mut wide = order(61, "MUG", 1);
+    wide["line_items"] = (0..101).map(|n| json!({ "id": n, "sku": format!("W-{n}"), "quantity": 1 })).collect();
+    let level =
+        json!({ "inventory_item_id": 77, "location_id": 88, "available": -3, "updated_at": "2026-11-26T10:00:00Z" });
+    for (topic, body, reason) in [
+        ("orders/create", order(60, "MUG", 10_000_000_000_000), "invalid_quantity"),
+        ("orders/create", wide, "invalid_lines"),
+        ("inventory_levels/update", level, "invalid_quantity"),
+    ] {
+        let r = app.shopify(topic, &format!("refused-{reason}-{topic}"), &body, Some(CURRENT)).await;
+        assert_eq!(
+            (r.status, r.body["outcome"].as_str(), r.body["reason"].as_str()),
+            (200, Some("ignored"), Some(reason)),
+            "{topic}: {r:?}"
+        );
+        assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{r:?}");
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count_rows(&app.db.url, "SELECT COUNT(*) FROM command_inbox").await, 0, "nothing was queued");
+    assert_eq!(app.all_movements("").await.len(), before, "nothing was applied");
+    assert_eq!(app.stock("MUG").await["total"]["on_hand"], 10);
+}
+
+/// The order's name is only a label on the sale: a name longer than a reference may be is cut, and the sale lands.
+async fn an_order_with_a_very_long_name_still_sells(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.location("shop", 1).await;
+    app.receive("MUG", "shop", 10).await;
+    let mut long = order(62, "MUG", 2);
+    long["name"] = json!(format!("#62-{}", "ü".repeat(300)));
+    let r = app.shopify("orders/create", "long-name", &long, Some(CURRENT)).await;
+    assert_eq!((r.status, r.body["outcome"].as_str()), (200, Some("accepted")), "{r:?}");
+    for _ in 0..200 {
+        if app.stock("MUG").await["total"]["committed"] == 2 {
+            let reservation = app.get("/v1/reservations/shopify-order-62").await;
+            assert!(
+                reservation.body["reference"].as_str().is_some_and(|r| r.starts_with("shopify:#62-ü")),
+                "{reservation:?}"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the order with a long name was not applied");
 }
