@@ -8,15 +8,21 @@
 //! - no unit was sold twice: committed and reserved figures are exactly the sums of the reservations in those
 //!   states, and no location promises more than it has on hand;
 //! - replaying the movements gives the stored levels;
-//! - each movement has exactly one outbox row under its own id, and every one is published once the relay has run.
+//! - each movement has exactly one outbox row under its own id, and every one is published once the relay has run;
+//! - each movement's event is published once, as its consumers see it: the local aggregator (a durable consumer,
+//!   which records an event before the relay marks it) holds exactly one event per movement, under the movement's
+//!   id and with its deltas; and on the live feed, watched across every restart, no event arrives twice unless the
+//!   relay was interrupted in between by a kill or a store cut (the relay publishes at least once and marks after;
+//!   consumers dedupe on the stable id), a repeat is the identical event, and nothing arrives that is not a movement.
 //!
 //! `STOCKROOM_HISTORIES` (default 6 per store, as in `.ci/run`) sets how many; `STOCKROOM_HISTORY_SEED` the first
 //! seed (default: from the clock). A failing history prints its seed; run it alone with `STOCKROOM_HISTORIES=1`.
 //! Spanner's emulator is left out: it applies one transaction at a time, so a history there is minutes long.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockroom_e2e::{Api, Backend, ChildApp, Reply, Rng, TestDb};
@@ -72,6 +78,8 @@ struct Tally {
     acknowledged: u64,
     kills: u64,
     cuts: u64,
+    /// Events the live feed delivered again after a kill or a store cut interrupted the relay.
+    redelivered: u64,
 }
 
 /// Prints the seed of the history that panicked.
@@ -108,6 +116,8 @@ async fn history(
     let skus: Vec<String> = (0..2).map(|i| format!("H{seed}-{i}")).collect();
     let api = Arc::new(RwLock::new(child.api.clone()));
     let acked: Arc<Mutex<Vec<(Op, Reply)>>> = Arc::default();
+    let mut watch = Watch::new(&skus);
+    watch.follow(&child.api).await;
 
     // Opening stock, acknowledged before the clients start.
     for sku in &skus {
@@ -153,6 +163,7 @@ async fn history(
         tokio::time::sleep(Duration::from_millis(20 + rng.below(150))).await;
         match (link, rng.below(2)) {
             (Some(link), 0) => {
+                watch.cuts.lock().expect("the cuts").push(Instant::now());
                 link.cut(Duration::from_millis(100 + rng.below(400))).await;
                 tally.cuts += 1;
             }
@@ -160,6 +171,7 @@ async fn history(
                 tally.kills += 1;
                 child.kill();
                 child = ChildApp::spawn(SERVER, url).await;
+                watch.follow(&child.api).await;
                 *api.write().expect("the api") = child.api.clone();
             }
         }
@@ -173,6 +185,7 @@ async fn history(
     let acked = acked.lock().expect("the record").clone();
     tally.acknowledged += acked.len() as u64;
     check(seed, &child.api, db_url, &skus, &acked).await;
+    tally.redelivered += watch.check(seed, db_url).await;
     child
 }
 
@@ -307,6 +320,116 @@ async fn check(seed: u64, api: &Api, db_url: &str, skus: &[String], acked: &[(Op
     assert_eq!(outbox_ids, movement_ids.iter().collect::<Vec<_>>(), "seed {seed}: one outbox row per movement");
     let unpublished: Vec<_> = outbox.iter().filter(|(_, published)| !published).collect();
     assert!(unpublished.is_empty(), "seed {seed}: events never published: {unpublished:?}");
+}
+
+/// The live feed of every suite a history ran, as one consumer sees it: each delivery of an event of the
+/// history's SKUs, with the suite that sent it and when it arrived.
+struct Watch {
+    skus: Vec<String>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// When each store cut began.
+    cuts: Arc<Mutex<Vec<Instant>>>,
+    listeners: JoinSet<()>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Delivery {
+    id: String,
+    event: Value,
+    /// Which suite sent it: 0 for the first the history watched, then one more for each restart.
+    suite: usize,
+    at: Instant,
+}
+
+/// How late a listener may be to see an event its suite sent, when judging whether a store cut came between two
+/// deliveries (generous: a listener is a task of this test, rarely more than a few ms behind).
+const LISTENER_LAG_MAX: Duration = Duration::from_secs(1);
+
+impl Watch {
+    fn new(skus: &[String]) -> Self {
+        Self {
+            skus: skus.to_vec(),
+            deliveries: Arc::default(),
+            cuts: Arc::default(),
+            listeners: JoinSet::new(),
+            stop: Arc::default(),
+        }
+    }
+
+    /// Listens to `api`'s live feed from now until its suite dies or the watch ends. A suite relays in the
+    /// background from its start, so a few events may go by before this listens: the aggregator's table, not
+    /// the feed, shows that every event went out; the feed shows that none went out twice.
+    async fn follow(&mut self, api: &Api) {
+        let mut sse = api.subscribe("").await;
+        let suite = self.listeners.len();
+        let (skus, deliveries, stop) = (self.skus.clone(), self.deliveries.clone(), self.stop.clone());
+        self.listeners.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(e) = sse.next(Duration::from_millis(100)).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let mine = e.data["subject"].as_str().is_some_and(|s| skus.iter().any(|k| k == s));
+                if mine && e.data["source"] != "//stockroom/aggregator" {
+                    let d = Delivery { id: e.id, event: e.data, suite, at: Instant::now() };
+                    deliveries.lock().expect("the deliveries").push(d);
+                }
+            }
+        });
+    }
+
+    /// Checks what the consumers received once the relay has emptied the outbox; how many deliveries were
+    /// repeats the relay's interruptions explain.
+    async fn check(mut self, seed: u64, db_url: &str) -> u64 {
+        // Whatever the last relay sent reaches the listener well within this.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        while self.listeners.join_next().await.is_some() {}
+        let movements = deltas(db_url, "movements", &self.skus, "TRUE").await;
+        // The durable consumer: one event per movement, under its id, carrying its deltas.
+        let recorded = deltas(db_url, "analytics_events", &self.skus, "kind IS NOT NULL").await;
+        assert_eq!(recorded, movements, "seed {seed}: the aggregator's events against the movements");
+
+        // The live feed: nothing that is not a movement, and no repeat the relay's interruptions do not explain.
+        let deliveries = self.deliveries.lock().expect("the deliveries");
+        let cuts = self.cuts.lock().expect("the cuts");
+        let mut first: BTreeMap<&str, &Delivery> = BTreeMap::new();
+        let mut repeats = 0;
+        for d in deliveries.iter() {
+            assert!(
+                movements.contains_key(&d.id),
+                "seed {seed}: the feed sent an event that is no movement: {}",
+                d.event
+            );
+            let Some(earlier) = first.get(d.id.as_str()) else {
+                first.insert(&d.id, d);
+                continue;
+            };
+            assert_eq!(d.event, earlier.event, "seed {seed}: event {} sent twice, differently", d.id);
+            // A later suite took over from a killed one; the same suite sends again only after a cut stopped its
+            // relay between publishing and marking.
+            let after_cut = cuts.iter().any(|c| *c + LISTENER_LAG_MAX >= earlier.at && *c <= d.at);
+            assert!(
+                d.suite != earlier.suite || after_cut,
+                "seed {seed}: suite {} sent event {} twice with no fault in between",
+                d.suite,
+                d.id
+            );
+            repeats += 1;
+        }
+        repeats
+    }
+}
+
+/// `table`'s rows of `skus` where `filter` holds, as id → (on_hand, reserved, committed) deltas.
+async fn deltas(db_url: &str, table: &str, skus: &[String], filter: &str) -> BTreeMap<String, (i64, i64, i64)> {
+    let sql = format!(
+        "SELECT id, on_hand_delta, reserved_delta, committed_delta FROM {table} WHERE sku IN ('{}') AND {filter}",
+        skus.join("', '")
+    );
+    let rows = stockroom_e2e::rows(db_url, &sql).await;
+    let delta = |r: &stockroom_store::Row, i| r.opt_int(i).expect("a delta").unwrap_or(0);
+    rows.iter().map(|r| (r.text(0).expect("an id"), (delta(r, 1), delta(r, 2), delta(r, 3)))).collect()
 }
 
 /// A TCP link to PostgreSQL that can be cut, as a store restart cuts its clients: every open connection is dropped
