@@ -2,6 +2,7 @@
 //! ([`crate::sql`]) are the same on every backend.
 
 pub(crate) mod spanner;
+pub(crate) mod sqlite_writer;
 pub(crate) mod sqlx;
 
 use async_trait::async_trait;

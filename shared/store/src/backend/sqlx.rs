@@ -1,7 +1,7 @@
 //! SQLite (embedded, the default) and PostgreSQL, both through sqlx's `Any` driver.
 //!
-//! SQLite gets one writer task that applies queued jobs in batches: one transaction per batch, a savepoint per
-//! job, one fsync for all of them. PostgreSQL runs each job on its own pooled connection, in its own
+//! SQLite's reads run on sqlx's pool; its writes go to one writer (backend/sqlite_writer.rs, on rusqlite) that
+//! applies queued jobs in batches: one transaction per batch, a savepoint per job, one fsync for all of them. PostgreSQL runs each job on its own pooled connection, in its own
 //! transactions, and runs it again when it lost a deadlock or a serialization conflict.
 
 use std::ops::DerefMut;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Database, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Database, Executor};
 // sqlx re-exports the transaction managers but not their trait; its methods are how a connection's
 // transactions are opened and closed one call at a time (its `Transaction` guard borrows the connection).
 use sqlx_core::transaction::TransactionManager;
@@ -58,7 +58,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A sqlx connection as the rules use it: borrowed (the SQLite writer's, inside its batch) or pooled.
+/// A sqlx connection as the rules use it: pooled, or the one migrations run on.
 pub(crate) struct SqlxConn<C: DerefMut<Target = AnyConnection> + Send> {
     conn: C,
     dialect: Dialect,
@@ -146,7 +146,7 @@ pub(crate) struct SqlxSettings {
 /// SQLite: readers from a pool, every write through one writer task.
 pub(crate) struct Sqlite {
     pool: AnyPool,
-    writer: mpsc::Sender<(Job, oneshot::Sender<Result<Done, StoreError>>)>,
+    writer: mpsc::Sender<super::sqlite_writer::WriteRequest>,
 }
 
 /// PostgreSQL: one pool for reads and writes.
@@ -196,14 +196,20 @@ async fn pool(url: &str, dialect: Dialect, s: &SqlxSettings) -> Result<(AnyPool,
 
 impl Sqlite {
     pub(crate) async fn open(url: &str, s: &SqlxSettings) -> Result<(Self, Box<dyn Conn>), StoreError> {
-        let (pool, options) = pool(&sqlite_url(url), Dialect::Sqlite, s).await?;
-        let mut conn = AnyConnection::connect_with(&options).await?;
-        prepare(&mut conn, Dialect::Sqlite).await?;
-        let (tx, rx) = mpsc::channel(s.queue_max.max(1));
-        tokio::spawn(write_loop(conn, rx, s.batch_max.max(1)));
+        let (pool, _) = pool(&sqlite_url(url), Dialect::Sqlite, s).await?;
+        let mut setup = pool.acquire().await?;
+        // The writer opens the very file the pool did, however the URL named it.
+        let path: String = sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *setup)
+            .await?;
+        if path.is_empty() {
+            return Err(StoreError::Config(
+                "the SQLite store needs a file: an in-memory database has no writer".into(),
+            ));
+        }
+        let writer = super::sqlite_writer::spawn(&path, s.batch_max, s.queue_max)?;
         // Migrations run on a connection of their own, before the writer takes any job.
-        let setup = Box::new(SqlxConn::new(pool.acquire().await?, Dialect::Sqlite));
-        Ok((Self { pool, writer: tx }, setup))
+        Ok((Self { pool, writer }, Box::new(SqlxConn::new(setup, Dialect::Sqlite))))
     }
 }
 
@@ -266,43 +272,5 @@ impl Backend for Postgres {
         })
         .await
         .map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// The SQLite writer: takes whatever is queued (up to `batch_max`), applies each job in its own savepoint
-/// inside one transaction, commits once, and only then answers. One fsync serves the whole batch.
-async fn write_loop(
-    mut conn: AnyConnection,
-    mut rx: mpsc::Receiver<(Job, oneshot::Sender<Result<Done, StoreError>>)>,
-    batch_max: usize,
-) {
-    let mut batch = Vec::with_capacity(batch_max);
-    while rx.recv_many(&mut batch, batch_max).await > 0 {
-        let mut results = Vec::with_capacity(batch.len());
-        let committed = async {
-            Manager::begin(&mut conn, None).await?;
-            for (job, _) in &batch {
-                let mut c = SqlxConn::new(&mut conn, Dialect::Sqlite);
-                results.push(job.run(&mut c).await);
-            }
-            Manager::commit(&mut conn).await
-        }
-        .await;
-        match committed {
-            Ok(()) => {
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "sqlite batch commit failed");
-                if Manager::get_transaction_depth(&conn) > 0 {
-                    let _ = Manager::rollback(&mut conn).await;
-                }
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::transient(format!("the batch did not commit: {e}"))));
-                }
-            }
-        }
     }
 }

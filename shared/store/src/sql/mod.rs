@@ -136,6 +136,8 @@ impl Query {
 /// A result row, read by column position. Each backend keeps its own representation; the getters convert.
 pub enum Row {
     Sqlx(sqlx::any::AnyRow),
+    /// The SQLite writer's (rusqlite): the schema's columns are `INTEGER`, `TEXT` or `NULL`.
+    Sqlite(Vec<rusqlite::types::Value>),
     /// Spanner's JSON: `INT64` as a decimal string, `STRING` as a string, `NULL` as null.
     Spanner(Vec<serde_json::Value>),
 }
@@ -145,6 +147,7 @@ impl Row {
     pub fn columns(&self) -> usize {
         match self {
             Self::Sqlx(row) => sqlx::Row::len(row),
+            Self::Sqlite(values) => values.len(),
             Self::Spanner(values) => values.len(),
         }
     }
@@ -160,6 +163,11 @@ impl Row {
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlx(row) => Ok(sqlx::Row::try_get(row, i)?),
+            Self::Sqlite(values) => match values.get(i) {
+                None | Some(rusqlite::types::Value::Null) => Ok(None),
+                Some(rusqlite::types::Value::Integer(n)) => Ok(Some(*n)),
+                Some(other) => Err(StoreError::Corrupt(format!("column {i}: {other:?} is not an integer"))),
+            },
             Self::Spanner(values) => match values.get(i) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => {
@@ -177,6 +185,11 @@ impl Row {
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self {
             Self::Sqlx(row) => Ok(sqlx::Row::try_get(row, i)?),
+            Self::Sqlite(values) => match values.get(i) {
+                None | Some(rusqlite::types::Value::Null) => Ok(None),
+                Some(rusqlite::types::Value::Text(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(StoreError::Corrupt(format!("column {i}: {other:?} is not text"))),
+            },
             Self::Spanner(values) => match values.get(i) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
