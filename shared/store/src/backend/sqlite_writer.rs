@@ -49,11 +49,7 @@ impl From<rusqlite::Error> for StoreError {
 pub(crate) fn spawn(path: &str, batch_max: usize, queue_max: usize) -> Result<mpsc::Sender<WriteRequest>, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
-    // As the readers (backend/sqlx.rs `prepare`): WAL, FULL sync so that an acknowledged write survives power
-    // loss (the batch's one commit amortises the fsync), a busy timeout for the rare checkpoint.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON",
-    )?;
+    conn.execute_batch(super::sqlx::SQLITE_PRAGMAS)?;
     // SQLite's page caches share one budget, the sum of every connection's `cache_size` (2 MB each: 34 MB with 16
     // readers), and the writer's grows into it as the database does; with its statements, a soak took 25 minutes
     // to reach the ceiling, which looked like a leak. A soft limit on all of SQLite's memory makes the ceiling

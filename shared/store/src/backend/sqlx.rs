@@ -143,7 +143,7 @@ pub(crate) struct SqlxSettings {
     pub conflict_retries_max: u32,
 }
 
-/// SQLite: readers from a pool, every write through one writer task.
+/// SQLite: readers from a pool, every write through one writer thread.
 pub(crate) struct Sqlite {
     pool: AnyPool,
     writer: mpsc::Sender<super::sqlite_writer::WriteRequest>,
@@ -166,13 +166,16 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// Every SQLite connection's settings, the writer's (backend/sqlite_writer.rs) as the readers'.
+pub(crate) const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON";
+
 /// Per-connection settings. SQLite: WAL so readers never block the writer, FULL sync so that an acknowledged
 /// write survives power loss (the batch commit amortises the fsync), a busy timeout for the rare checkpoint.
 async fn prepare(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), sqlx::Error> {
     match dialect {
         Dialect::Sqlite => {
-            conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON")
-                .await?;
+            conn.execute(SQLITE_PRAGMAS).await?;
         }
         Dialect::Postgres | Dialect::Spanner => {
             // A statement stuck behind a lock for this long is better answered with 503 and retried.
@@ -182,21 +185,21 @@ async fn prepare(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), sqlx:
     Ok(())
 }
 
-async fn pool(url: &str, dialect: Dialect, s: &SqlxSettings) -> Result<(AnyPool, AnyConnectOptions), StoreError> {
+async fn pool(url: &str, dialect: Dialect, s: &SqlxSettings) -> Result<AnyPool, StoreError> {
     sqlx::any::install_default_drivers();
     let options = AnyConnectOptions::from_str(url)?;
     let pool = AnyPoolOptions::new()
         .max_connections(s.pool_max.max(1))
         .acquire_timeout(Duration::from_millis(s.acquire_timeout_ms))
         .after_connect(move |conn, _| Box::pin(async move { prepare(conn, dialect).await }))
-        .connect_with(options.clone())
+        .connect_with(options)
         .await?;
-    Ok((pool, options))
+    Ok(pool)
 }
 
 impl Sqlite {
     pub(crate) async fn open(url: &str, s: &SqlxSettings) -> Result<(Self, Box<dyn Conn>), StoreError> {
-        let (pool, _) = pool(&sqlite_url(url), Dialect::Sqlite, s).await?;
+        let pool = pool(&sqlite_url(url), Dialect::Sqlite, s).await?;
         let mut setup = pool.acquire().await?;
         // The writer opens the very file the pool did, however the URL named it.
         let path: String = sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
@@ -215,7 +218,7 @@ impl Sqlite {
 
 impl Postgres {
     pub(crate) async fn open(url: &str, s: &SqlxSettings) -> Result<(Self, Box<dyn Conn>), StoreError> {
-        let (pool, _) = pool(url, Dialect::Postgres, s).await?;
+        let pool = pool(url, Dialect::Postgres, s).await?;
         let setup = Box::new(SqlxConn::new(pool.acquire().await?, Dialect::Postgres));
         Ok((Self { pool, conflict_retries_max: s.conflict_retries_max }, setup))
     }
