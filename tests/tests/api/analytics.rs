@@ -220,6 +220,38 @@ async fn scripted_history_gives_known_answers(backend: Backend) {
     assert_eq!(total, 24, "every sale in the 30 days, the one 8 days ago included");
 }
 
+/// The trailing windows are exact to the microsecond, whatever hour the test runs in: sales a minute either side
+/// of 24 hours and of 7 days ago fall in or out, though each shares its hour with one on the other side, and a
+/// sale stamped a minute after the read is not counted yet.
+async fn trailing_windows_are_exact_at_their_edges(backend: Backend) {
+    let app = TestApp::spawn_aggregator(TestDb::new(backend).await).await;
+    let now = Utc::now();
+    let m = TimeDelta::minutes;
+    let steps = [
+        step(d(9), "EDGE", "east", "adjustment", (100, 0, 0), (100, 0, 0), None),
+        step(d(9), "EDGE", "west", "adjustment", (100, 0, 0), (100, 0, 0), None),
+        step(d(7) + m(1), "EDGE", "east", "commit", (0, -11, 11), (100, 0, 11), Some("e1")),
+        step(d(7) - m(1), "EDGE", "east", "commit", (0, -7, 7), (100, 0, 18), Some("e2")),
+        step(h(24) + m(1), "EDGE", "east", "commit", (0, -5, 5), (100, 0, 23), Some("e3")),
+        step(h(24) - m(1), "EDGE", "west", "commit", (0, -3, 3), (100, 0, 3), Some("e4")),
+        step(-m(2), "EDGE", "east", "commit", (0, -13, 13), (100, 0, 36), Some("e5")),
+    ];
+    for (i, s) in steps.iter().enumerate() {
+        let r = post_structured(&app, &movement_event(&format!("edge-{i}"), s, now)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let sold = |body: &Value| {
+        let r = row(body, "EDGE");
+        (r["units_sold_24h"].as_i64(), r["units_sold_7d"].as_i64())
+    };
+    let all = app.get("/v1/analytics/stock-health").await;
+    assert_eq!(sold(&all.body), (Some(3), Some(15)), "{}", all.body);
+    let east = app.get("/v1/analytics/stock-health?location=east").await;
+    assert_eq!(sold(&east.body), (Some(0), Some(12)), "{}", east.body);
+    let west = app.get("/v1/analytics/stock-health?location=west").await;
+    assert_eq!(sold(&west.body), (Some(3), Some(3)), "{}", west.body);
+}
+
 /// Sets a sku's thresholds in the ledger's policy table, as `PUT /v1/skus/{sku}/policy` does.
 async fn set_policy(db: &TestDb, sku: &str, low_stock_days: Option<i64>, reorder_point: Option<i64>) {
     let number = |n: Option<i64>| n.map_or("NULL".to_owned(), |n| n.to_string());
@@ -535,6 +567,7 @@ async fn live_sales_reach_analytics_within_seconds(backend: Backend) {
 
 on_every_store!(
     scripted_history_gives_known_answers,
+    trailing_windows_are_exact_at_their_edges,
     each_crossing_is_told_once_under_duplicate_delivery,
     racing_causes_of_one_crossing_tell_it_once,
     shuffled_duplicated_delivery_gives_the_same_figures,
