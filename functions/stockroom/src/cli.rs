@@ -34,6 +34,7 @@ enum Commands {
 }
 
 pub async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    stockroom_runtime::memory::bound_arenas();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod health;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;

@@ -374,6 +374,7 @@ pub async fn serve_function(
     background: Background,
     wire: Wire,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    crate::memory::bound_arenas();
     crate::logging::init(settings.project.clone());
     // `wire` swaps in the cloud's buses (Pub/Sub) where configured; see stockroom_gcp::with_pubsub.
     let services = wire(settings.services().await?, &settings)?;
