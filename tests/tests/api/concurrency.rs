@@ -12,6 +12,7 @@ const CLIENTS: usize = 64;
 on_every_store!(
     sixty_four_shoppers_racing_for_the_last_units_never_oversell,
     racing_multi_line_holds_hold_every_line_or_none,
+    a_refused_hold_among_racing_holds_leaves_nothing_and_fails_no_other,
     racing_requests_with_one_idempotency_key_apply_once,
     racing_adjustments_with_one_key_apply_once,
     a_random_concurrent_workload_keeps_the_ledger_consistent,
@@ -154,6 +155,43 @@ async fn racing_multi_line_holds_hold_every_line_or_none(b: Backend) {
     }
     assert!(a_left <= 1 || b_left == 0, "stock left that some refused request wanted: A={a_left}, B={b_left}");
     assert_ledger_consistent(&app, &["A", "B"]).await;
+}
+
+/// Holds that race on one SKU are decided together (one writer batch on SQLite, one transaction per group on the
+/// others): a request refused in the middle of such a batch must leave nothing behind, not even the line that fit,
+/// and must not take the requests decided with it down. Every fourth request asks for HOT and for more of SCARCE
+/// than there is; the rest ask for HOT alone, of which there is plenty.
+async fn a_refused_hold_among_racing_holds_leaves_nothing_and_fails_no_other(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.location("wh", 1).await;
+    app.receive("HOT", "wh", 10_000).await;
+    app.receive("SCARCE", "wh", 1).await;
+
+    let api = app.api.clone();
+    let n = CLIENTS * 4;
+    let replies = race(n, move |i| {
+        let api = api.clone();
+        let lines = if i % 4 == 0 {
+            json!([{ "sku": "HOT", "quantity": 1 }, { "sku": "SCARCE", "quantity": 2 }])
+        } else {
+            json!([{ "sku": "HOT", "quantity": 1 }])
+        };
+        async move { api.json("POST", "/v1/reservations", &json!({ "lines": lines })).await }
+    })
+    .await;
+
+    assert_no_server_errors(&replies);
+    for (i, r) in replies.iter().enumerate() {
+        if i % 4 == 0 {
+            assert_eq!((r.status, r.error_code()), (409, "insufficient_stock"), "request {i}: {r:?}");
+        } else {
+            assert_eq!(r.status, 201, "request {i}, HOT alone, was refused beside a refused one: {r:?}");
+        }
+    }
+    let accepted = (n - n.div_ceil(4)) as i64;
+    assert_eq!(figures(&app, "HOT").await, (10_000, accepted, 0, 10_000 - accepted), "HOT: only the accepted holds");
+    assert_eq!(figures(&app, "SCARCE").await, (1, 0, 0, 1), "SCARCE untouched");
+    assert_ledger_consistent(&app, &["HOT", "SCARCE"]).await;
 }
 
 async fn racing_requests_with_one_idempotency_key_apply_once(b: Backend) {
