@@ -389,13 +389,6 @@ async fn figures(
 }
 
 /// Units sold per sku in the trailing 24 hours and 7 days, for one sku or all, at one location or all.
-///
-/// Read off the hourly series rather than the raw events: the recorder asks this for every sku each batch
-/// touches, and summing a busy sku's week of raw events there grew with every sale (the soak's p99 and
-/// throughput sank as `analytics_events` grew). Whole hours come from at most 168 series rows per sku; the
-/// part-hour at the far edge of each window, and anything stamped after `now` in the current hour, from the raw
-/// events, whose ranges are an hour at most and hit the `(sku, at, units_sold)` and `(at, sku, units_sold)`
-/// indexes. The sums equal the raw events' exactly.
 async fn sold_by_sku(
     c: &mut dyn Conn,
     sku: Option<&str>,
@@ -403,64 +396,12 @@ async fn sold_by_sku(
     now: Timestamp,
 ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
     let now_us = now.timestamp_micros();
-    let hour = Bucket::Hour.micros();
-    let (day_edge, week_edge) = (now_us - DAY_MICROS, now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS);
-    // The first whole hour after each edge, and the hour holding `now`.
-    let (day_first, week_first) = (Bucket::Hour.start_of(day_edge) + hour, Bucket::Hour.start_of(week_edge) + hour);
-    let last = Bucket::Hour.start_of(now_us);
-
     // PostgreSQL sums BIGINTs as NUMERIC: cast back.
-    let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN start >= $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
-                   CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_series \
-                   WHERE bucket = $2 AND location = $3 AND start >= $4 AND start <= $5"
+    let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN at > $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
+                   WHERE units_sold <> 0 AND at > $2 AND at <= $3"
         .to_owned();
-    if sku.is_some() {
-        sql.push_str(" AND sku = $6");
-    }
-    sql.push_str(" GROUP BY sku");
-    let mut q = query(sql)
-        .bind(day_first)
-        .bind(Bucket::Hour.as_str())
-        .bind(location.unwrap_or(ALL_LOCATIONS))
-        .bind(week_first)
-        .bind(last);
-    if let Some(sku) = sku {
-        q = q.bind(sku);
-    }
-    let mut out: HashMap<String, (i64, i64)> = HashMap::new();
-    for row in c.fetch_all(q).await? {
-        out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
-    }
-
-    // The raw events the whole hours miss (at each window's far edge) or hold too many (after `now`).
-    let edges =
-        [(day_edge, day_first, 1, (1, 0)), (week_edge, week_first, 1, (0, 1)), (now_us, last + hour, -1, (1, 1))];
-    for (after, before, sign, (in_day, in_week)) in edges {
-        for (sku, units) in raw_sold(c, sku, location, after, before).await? {
-            let sums = out.entry(sku).or_default();
-            sums.0 += sign * in_day * units;
-            sums.1 += sign * in_week * units;
-        }
-    }
-    out.retain(|_, sums| *sums != (0, 0));
-    Ok(out)
-}
-
-/// Units sold per sku in raw events stamped strictly between `after` and `before`.
-async fn raw_sold(
-    c: &mut dyn Conn,
-    sku: Option<&str>,
-    location: Option<&str>,
-    after: i64,
-    before: i64,
-) -> Result<Vec<(String, i64)>, StoreError> {
-    if after >= before {
-        return Ok(Vec::new());
-    }
-    let mut sql = "SELECT sku, CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
-                   WHERE units_sold <> 0 AND at > $1 AND at < $2"
-        .to_owned();
-    let mut n = 2;
+    let mut n = 3;
     if sku.is_some() {
         n += 1;
         sql.push_str(&format!(" AND sku = ${n}"));
@@ -470,14 +411,18 @@ async fn raw_sold(
         sql.push_str(&format!(" AND location = ${n}"));
     }
     sql.push_str(" GROUP BY sku");
-    let mut q = query(sql).bind(after).bind(before);
+    let mut q = query(sql).bind(now_us - DAY_MICROS).bind(now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS).bind(now_us);
     if let Some(sku) = sku {
         q = q.bind(sku);
     }
     if let Some(location) = location {
         q = q.bind(location);
     }
-    c.fetch_all(q).await?.iter().map(|row| Ok((row.text(0)?, row.int(1)?))).collect()
+    let mut out = HashMap::new();
+    for row in c.fetch_all(q).await? {
+        out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
+    }
+    Ok(out)
 }
 
 pub(crate) async fn stock_health(
