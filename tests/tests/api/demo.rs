@@ -21,14 +21,7 @@ fn rate(backend: Backend) -> &'static str {
         Backend::Sqlite | Backend::Postgres => "60",
     }
 }
-/// How long the shop runs: longer on the Spanner emulator, where a flash sale's fifty orders take one transaction
-/// at a time, and in CI beside the other stores' tests sold only 5 in 20 s.
-fn demo_seconds(backend: Backend) -> u64 {
-    match backend {
-        Backend::Spanner => 45,
-        Backend::Sqlite | Backend::Postgres => 20,
-    }
-}
+const DEMO_SECONDS: u64 = 20;
 
 on_every_store!(a_demo_run_books_every_kind_of_movement_and_never_oversells);
 
@@ -42,7 +35,7 @@ async fn a_demo_run_books_every_kind_of_movement_and_never_oversells(backend: Ba
     }
     let mut demo = demo
         .args(["demo", "--seed", SEED, "--rate", rate(backend), "--abandoned-ttl-seconds", "2"])
-        .args(["--duration-seconds", &demo_seconds(backend).to_string()])
+        .args(["--duration-seconds", &DEMO_SECONDS.to_string()])
         .env("PORT", "0")
         .env("STOCKROOM_BIND", "127.0.0.1")
         .env("STOCKROOM_DATABASE_URL", &db.url)
@@ -53,7 +46,7 @@ async fn a_demo_run_books_every_kind_of_movement_and_never_oversells(backend: Ba
         .kill_on_drop(true)
         .spawn()
         .expect("spawn stockroom demo");
-    let status = tokio::time::timeout(Duration::from_secs(demo_seconds(backend) + 90), demo.wait())
+    let status = tokio::time::timeout(Duration::from_secs(DEMO_SECONDS + 90), demo.wait())
         .await
         .expect("the demo stops by itself after --duration-seconds")
         .expect("wait for the demo");
