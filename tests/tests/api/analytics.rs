@@ -222,7 +222,7 @@ async fn scripted_history_gives_known_answers(backend: Backend) {
 
 /// The trailing windows are exact to the microsecond, whatever hour the test runs in: sales a minute either side
 /// of 24 hours and of 7 days ago fall in or out, though each shares its hour with one on the other side, and a
-/// sale stamped a minute after the read is not counted yet.
+/// sale stamped two minutes after the read is not counted yet.
 async fn trailing_windows_are_exact_at_their_edges(backend: Backend) {
     let app = TestApp::spawn_aggregator(TestDb::new(backend).await).await;
     let now = Utc::now();
