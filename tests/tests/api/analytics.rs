@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
-use stockroom_e2e::{Api, Backend, MovementSpec, Reply, Rng, TestApp, TestDb, count_rows};
+use stockroom_aggregator::observe_structured;
+use stockroom_e2e::{Api, Backend, MovementSpec, Reply, Rng, TestApp, TestDb, count_rows, settings_for};
+use stockroom_store::{AnalyticsRecorder, ObservedEvent, SqlStore};
 
 /// One movement of a scripted history, with the row's levels after it.
 struct Step {
@@ -463,6 +465,80 @@ async fn shuffled_duplicated_delivery_gives_the_same_figures(backend: Backend) {
     assert_eq!(kept, events.len() as i64);
 }
 
+/// The recorder reads the level and series rows a batch touches once, brings them up to date in memory, and
+/// writes each once. One seeded history, shuffled, with up to three copies of each event, is delivered to two
+/// stores in the same order: to one an event a call, to the other cut into batches of 1 to 60 (split orders,
+/// late events and copies of one event inside a batch). Both are left with the same rows, row for row, the
+/// order-dependent ones included (a sku's total levels in a bucket are those known when its newest movement
+/// was recorded).
+async fn batched_recording_leaves_the_rows_one_at_a_time_leaves(backend: Backend) {
+    let (mut rng, _seed) = Rng::from_env("batched_recording_leaves_the_rows_one_at_a_time_leaves");
+    let now = Utc::now();
+    let events: Vec<ObservedEvent> = random_history(&mut rng)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| observe_structured(&movement_event(&format!("bat-{i:04}"), s, now)).expect("a movement event"))
+        .collect();
+    let mut deliveries: Vec<&ObservedEvent> = events.iter().flat_map(|e| vec![e; 1 + rng.below(3) as usize]).collect();
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+
+    let one_by_one = TestDb::new(backend).await;
+    let store = SqlStore::connect(&settings_for(&one_by_one.url).store()).await.expect("a migrated store");
+    for e in &deliveries {
+        store.record_events(vec![(*e).clone()]).await.expect("recorded");
+    }
+    drop(store);
+
+    let batched = TestDb::new(backend).await;
+    let store = SqlStore::connect(&settings_for(&batched.url).store()).await.expect("a migrated store");
+    let mut rest = deliveries.as_slice();
+    let mut batches = 0;
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at((1 + rng.below(60) as usize).min(rest.len()));
+        store.record_events(batch.iter().map(|e| (*e).clone()).collect()).await.expect("recorded");
+        rest = tail;
+        batches += 1;
+    }
+    drop(store);
+    assert!(batches < deliveries.len() / 10, "{batches} batches for {} deliveries", deliveries.len());
+
+    for sql in [
+        "SELECT sku, location, bucket, start, units_sold, orders, on_hand, available, last_at FROM analytics_series \
+         ORDER BY sku, location, bucket, start",
+        "SELECT sku, location, on_hand, reserved, committed, safety_stock, available, movement_at, movement_id \
+         FROM analytics_levels ORDER BY sku, location",
+        "SELECT sku, location, status FROM analytics_status ORDER BY sku, location",
+        "SELECT COUNT(*) FROM analytics_events",
+    ] {
+        let (want, got) = (cells(&one_by_one.url, sql).await, cells(&batched.url, sql).await);
+        assert!(want.len() > 1 || sql.contains("COUNT"), "{sql}: too few rows to compare: {want:?}");
+        let first_difference = want.iter().zip(&got).find(|(w, g)| w != g);
+        assert!(
+            want.len() == got.len() && first_difference.is_none(),
+            "{sql}: {} rows one at a time, {} batched; first difference (one at a time, batched): {first_difference:?}",
+            want.len(),
+            got.len()
+        );
+    }
+}
+
+/// A query's rows, each cell as text.
+async fn cells(url: &str, sql: &str) -> Vec<Vec<String>> {
+    let rows = stockroom_e2e::rows(url, sql).await;
+    rows.iter()
+        .map(|r| {
+            (0..r.columns())
+                .map(|i| match r.opt_int(i) {
+                    Ok(n) => format!("{n:?}"),
+                    Err(_) => format!("{:?}", r.opt_text(i).expect("an integer or text")),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn outbox_events(url: &str) -> Vec<Value> {
     let rows = stockroom_e2e::rows(url, "SELECT event FROM outbox ORDER BY id").await;
     rows.iter().filter_map(|r| r.text(0).ok()).filter_map(|s| serde_json::from_str(&s).ok()).collect()
@@ -571,6 +647,7 @@ on_every_store!(
     each_crossing_is_told_once_under_duplicate_delivery,
     racing_causes_of_one_crossing_tell_it_once,
     shuffled_duplicated_delivery_gives_the_same_figures,
+    batched_recording_leaves_the_rows_one_at_a_time_leaves,
     bad_input_is_refused_and_changes_nothing,
     live_sales_reach_analytics_within_seconds,
 );

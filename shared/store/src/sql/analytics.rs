@@ -16,7 +16,7 @@ use stockroom_domain::analytics::{
 
 use crate::analytics::{ObservedEvent, ObservedMovement, Recorded};
 use crate::error::StoreError;
-use crate::sql::{Conn, list, query, queues};
+use crate::sql::{Conn, Query, list, query, queues};
 use crate::store::Ctx;
 
 /// The series row of a sku across all its locations.
@@ -24,11 +24,18 @@ const ALL_LOCATIONS: &str = "*";
 const DAY_MICROS: i64 = 86_400_000_000;
 /// Ids per duplicate lookup: well under every backend's parameter limit.
 const ID_LOOKUP_MAX: usize = 500;
+/// Values per list where a statement has two lists (skus and causes).
+const PAIRED_LOOKUP_MAX: usize = 400;
+/// Values per list in a series look-up, which has three.
+const SERIES_LOOKUP_MAX: usize = 300;
 
 /// Records events once each, in one transaction: the raw row, and for each new movement its levels and series;
 /// then judges each touched sku's health and writes one threshold event per changed status to the outbox.
 /// Each touched sku's status row is locked first (in sku order), so concurrent recorders of one sku take turns
-/// and never both tell the same crossing.
+/// and never both tell the same crossing; under those locks the batch's level and series rows are read once,
+/// brought up to date in memory movement by movement, and each written once. A batch costs the same few round
+/// trips however many events it holds: on Spanner, where every statement is one, and on its emulator, which
+/// lets one read-write transaction run at a time, that is what keeps recording from crowding out checkouts.
 pub(crate) async fn record(
     c: &mut dyn Conn,
     ctx: &Ctx,
@@ -47,34 +54,23 @@ pub(crate) async fn record(
         c.commit().await?;
         return Ok(done);
     }
-    let skus: BTreeSet<&str> = fresh.iter().filter_map(|e| e.movement.as_ref()).map(|m| m.sku.as_str()).collect();
-    let mut status = BTreeMap::new();
-    for sku in &skus {
-        c.execute(
-            query(
-                "INSERT INTO analytics_status (sku, location, status, changed_at) VALUES ($1, $2, 'ok', 0) \
-                 ON CONFLICT (sku, location) DO NOTHING",
-            )
-            .bind(*sku)
-            .bind(ALL_LOCATIONS),
-        )
-        .await?;
-        let sql =
-            format!("SELECT status FROM analytics_status WHERE sku = $1 AND location = $2{}", c.dialect().for_update());
-        let row = c.fetch_one(query(sql).bind(*sku).bind(ALL_LOCATIONS)).await?;
-        status.insert(*sku, HealthStatus::parse(&row.text(0)?).unwrap_or(HealthStatus::Ok));
-    }
+    let movements: Vec<&ObservedMovement> = fresh.iter().filter_map(|e| e.movement.as_ref()).collect();
+    let skus: BTreeSet<&str> = movements.iter().map(|m| m.sku.as_str()).collect();
+    let status = lock_status(c, &skus).await?;
+    let mut orders = earlier_orders(c, &movements).await?;
+    let inserted = insert_raw(c, &fresh, now).await?;
+    let mut book = Book::read(c, &skus, &movements).await?;
 
     // The newest new movement of each sku: the one a crossing is laid at.
-    let mut crossed_by: HashMap<&str, &ObservedMovement> = HashMap::new();
-    for e in fresh {
-        if !insert_raw(c, e, now).await? {
+    let mut crossed_by: BTreeMap<&str, &ObservedMovement> = BTreeMap::new();
+    for (e, new) in fresh.iter().zip(inserted) {
+        if !new {
             done.duplicates += 1;
             continue;
         }
         done.recorded += 1;
         if let Some(m) = &e.movement {
-            apply_movement(c, m).await?;
+            book.apply(m, &mut orders);
             crossed_by
                 .entry(m.sku.as_str())
                 .and_modify(|last| {
@@ -85,28 +81,33 @@ pub(crate) async fn record(
                 .or_insert(m);
         }
     }
+    c.execute_all(book.writes()).await?;
 
+    let crossed: Vec<&str> = crossed_by.keys().copied().collect();
+    let thresholds = thresholds_of(c, &crossed).await?;
+    let sold = sold_by_sku(c, Some(&crossed), None, now).await?;
+    let mut writes = Vec::new();
     for (sku, movement) in crossed_by {
-        let thresholds = thresholds(c, sku).await?;
-        let (available, sold_24h, sold_7d) = figures(c, sku, None, now).await?;
-        let h = health(sku, available, sold_24h, sold_7d, thresholds, now);
+        let t = thresholds.get(sku).copied().unwrap_or_default();
+        let (sold_24h, sold_7d) = sold.get(sku).copied().unwrap_or_default();
+        let h = health(sku, book.available(sku), sold_24h, sold_7d, t, now);
         let before = status.get(sku).copied().unwrap_or(HealthStatus::Ok);
         if h.status == before {
             continue;
         }
         let id = ctx.ids.next_id();
-        let event = crate::event::threshold_event(&id, &h, before, thresholds, Some(&movement.id), now);
-        c.execute_all(vec![
+        let event = crate::event::threshold_event(&id, &h, before, t, Some(&movement.id), now);
+        writes.push(
             query("UPDATE analytics_status SET status = $1, changed_at = $2 WHERE sku = $3 AND location = $4")
                 .bind(h.status.as_str())
                 .bind(now)
                 .bind(sku)
                 .bind(ALL_LOCATIONS),
-            queues::outbox_row(&id, sku, now, &event),
-        ])
-        .await?;
+        );
+        writes.push(queues::outbox_row(&id, sku, now, &event));
         done.crossings += 1;
     }
+    c.execute_all(writes).await?;
     c.commit().await?;
     Ok(done)
 }
@@ -123,304 +124,388 @@ async fn recorded_before(c: &mut dyn Conn, events: &[ObservedEvent]) -> Result<B
     Ok(known)
 }
 
-/// The raw row; `false` when the event was recorded before.
-async fn insert_raw(c: &mut dyn Conn, e: &ObservedEvent, now: Timestamp) -> Result<bool, StoreError> {
-    let m = e.movement.as_ref();
-    let inserted = c
-        .execute(
-            query(
-                "INSERT INTO analytics_events (id, type, received_at, at, sku, location, kind, on_hand_delta, reserved_delta, \
-                 committed_delta, units_sold, cause, available, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&e.id)
-            .bind(&e.ty)
-            .bind(now)
-            .bind(m.map(|m| m.at.timestamp_micros()))
-            .bind(m.map(|m| m.sku.clone()))
-            .bind(m.map(|m| m.location.clone()))
-            .bind(m.map(|m| m.kind.clone()))
-            .bind(m.map(|m| m.on_hand_delta))
-            .bind(m.map(|m| m.reserved_delta))
-            .bind(m.map(|m| m.committed_delta))
-            .bind(m.map_or(0, |m| units_sold(&m.kind, m.committed_delta)))
-            .bind(m.and_then(|m| m.cause.clone()))
-            .bind(m.map(|m| m.available))
-            .bind(e.body.to_string()),
+/// Each sku's status row, made if missing and locked, in sku order (PostgreSQL locks the rows of an
+/// `ORDER BY … FOR UPDATE` in that order; SQLite has one writer; Spanner's reads in a read-write transaction
+/// lock what they read).
+async fn lock_status(c: &mut dyn Conn, skus: &BTreeSet<&str>) -> Result<BTreeMap<String, HealthStatus>, StoreError> {
+    let made = skus.iter().map(|sku| {
+        query(
+            "INSERT INTO analytics_status (sku, location, status, changed_at) VALUES ($1, $2, 'ok', 0) \
+             ON CONFLICT (sku, location) DO NOTHING",
         )
-        .await?;
-    Ok(inserted == 1)
-}
-
-/// The row's levels become `m`'s when `m` is newer than the movement they come from, by (time, id): late and
-/// repeated events never roll them back.
-async fn upsert_levels(c: &mut dyn Conn, m: &ObservedMovement) -> Result<(), StoreError> {
-    let at = m.at.timestamp_micros();
-    // The row as `m` leaves it, in the column order of every statement below.
-    let row = |sql: &'static str| {
-        query(sql)
-            .bind(&m.sku)
-            .bind(&m.location)
-            .bind(m.on_hand)
-            .bind(m.reserved)
-            .bind(m.committed)
-            .bind(m.safety_stock)
-            .bind(m.available)
-            .bind(at)
-            .bind(&m.id)
-    };
-    if c.dialect().has_conditional_upsert() {
-        c.execute(row(
-            "INSERT INTO analytics_levels (sku, location, on_hand, reserved, committed, safety_stock, available, \
-             movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-             committed = excluded.committed, safety_stock = excluded.safety_stock, available = excluded.available, \
-             movement_at = excluded.movement_at, movement_id = excluded.movement_id \
-             WHERE analytics_levels.movement_at < excluded.movement_at \
-                OR (analytics_levels.movement_at = excluded.movement_at AND analytics_levels.movement_id < excluded.movement_id)",
-        ))
-        .await?;
-        return Ok(());
+        .bind(*sku)
+        .bind(ALL_LOCATIONS)
+    });
+    c.execute_all(made.collect()).await?;
+    let mut status = BTreeMap::new();
+    let skus: Vec<&str> = skus.iter().copied().collect();
+    for chunk in skus.chunks(ID_LOOKUP_MAX) {
+        let sql = format!(
+            "SELECT sku, status FROM analytics_status WHERE location = $1 AND sku IN ({}) ORDER BY sku{}",
+            list(2, chunk.len()),
+            c.dialect().for_update()
+        );
+        for row in c.fetch_all(query(sql).bind(ALL_LOCATIONS).bind_all(chunk.iter().copied())).await? {
+            status.insert(row.text(0)?, HealthStatus::parse(&row.text(1)?).unwrap_or(HealthStatus::Ok));
+        }
     }
-    // Read, decide, write: the sku's status row, locked by `record`, keeps other recorders of the sku out.
-    let current = c
-        .fetch_optional(
-            query("SELECT movement_at, movement_id FROM analytics_levels WHERE sku = $1 AND location = $2")
-                .bind(&m.sku)
-                .bind(&m.location),
-        )
-        .await?;
-    let sql = match current {
-        Some(row) if (row.int(0)?, row.text(1)?) >= (at, m.id.clone()) => return Ok(()),
-        Some(_) => {
-            "UPDATE analytics_levels SET on_hand = $3, reserved = $4, committed = $5, safety_stock = $6, available = $7, \
-             movement_at = $8, movement_id = $9 WHERE sku = $1 AND location = $2"
-        }
-        None => {
-            "INSERT INTO analytics_levels (sku, location, on_hand, reserved, committed, safety_stock, available, \
-             movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        }
-    };
-    c.execute(row(sql)).await?;
-    Ok(())
+    Ok(status)
 }
 
-/// One bucket of a series gains `units` and `orders`; its figures become these when `last_at` is at least as
-/// new as the bucket's.
-struct SeriesPoint<'a> {
-    sku: &'a str,
-    location: &'a str,
-    bucket: Bucket,
-    start: i64,
-    units: i64,
+/// A commit recorded before: `(sku, cause, at, id)`. An order split across locations is one order of the sku,
+/// counted in the sku's total row by its first commit in a bucket.
+type OrderCommit = (String, String, i64, String);
+
+/// The commits already recorded that share a sku and a cause with the batch's orders, around their days.
+async fn earlier_orders(c: &mut dyn Conn, movements: &[&ObservedMovement]) -> Result<Vec<OrderCommit>, StoreError> {
+    let orders: Vec<&ObservedMovement> =
+        movements.iter().copied().filter(|m| is_order(&m.kind) && m.cause.is_some()).collect();
+    let day = |m: &&ObservedMovement| Bucket::Day.start_of(m.at.timestamp_micros());
+    let (Some(from), Some(last)) = (orders.iter().map(day).min(), orders.iter().map(day).max()) else {
+        return Ok(Vec::new());
+    };
+    let skus: Vec<&str> = orders.iter().map(|m| m.sku.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let causes: Vec<&str> =
+        orders.iter().filter_map(|m| m.cause.as_deref()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut found = Vec::new();
+    for skus in skus.chunks(PAIRED_LOOKUP_MAX) {
+        for causes in causes.chunks(PAIRED_LOOKUP_MAX) {
+            let sql = format!(
+                "SELECT sku, cause, at, id FROM analytics_events WHERE kind = 'commit' AND at >= $1 AND at < $2 \
+                 AND sku IN ({}) AND cause IN ({})",
+                list(3, skus.len()),
+                list(3 + skus.len(), causes.len())
+            );
+            let q = query(sql)
+                .bind(from)
+                .bind(last + Bucket::Day.micros())
+                .bind_all(skus.iter().copied())
+                .bind_all(causes.iter().copied());
+            for row in c.fetch_all(q).await? {
+                found.push((row.text(0)?, row.text(1)?, row.int(2)?, row.text(3)?));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The raw rows, in one round trip; `false` for an event recorded before.
+async fn insert_raw(c: &mut dyn Conn, events: &[&ObservedEvent], now: Timestamp) -> Result<Vec<bool>, StoreError> {
+    let inserts = events.iter().map(|e| {
+        let m = e.movement.as_ref();
+        query(
+            "INSERT INTO analytics_events (id, type, received_at, at, sku, location, kind, on_hand_delta, reserved_delta, \
+             committed_delta, units_sold, cause, available, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&e.id)
+        .bind(&e.ty)
+        .bind(now)
+        .bind(m.map(|m| m.at.timestamp_micros()))
+        .bind(m.map(|m| m.sku.clone()))
+        .bind(m.map(|m| m.location.clone()))
+        .bind(m.map(|m| m.kind.clone()))
+        .bind(m.map(|m| m.on_hand_delta))
+        .bind(m.map(|m| m.reserved_delta))
+        .bind(m.map(|m| m.committed_delta))
+        .bind(m.map_or(0, |m| units_sold(&m.kind, m.committed_delta)))
+        .bind(m.and_then(|m| m.cause.clone()))
+        .bind(m.map(|m| m.available))
+        .bind(e.body.to_string())
+    });
+    Ok(c.execute_all(inserts.collect()).await?.into_iter().map(|n| n == 1).collect())
+}
+
+/// A sku's levels at one location, from its newest movement.
+struct LevelRow {
+    on_hand: i64,
+    reserved: i64,
+    committed: i64,
+    safety_stock: i64,
+    available: i64,
+    movement_at: i64,
+    movement_id: String,
+    stored: bool,
+    changed: bool,
+}
+
+/// One bucket of a series: `(sku, location, bucket, start)`.
+type SeriesKey = (String, String, &'static str, i64);
+
+struct SeriesRow {
+    units_sold: i64,
     orders: i64,
     on_hand: i64,
     available: i64,
     last_at: i64,
+    stored: bool,
+    changed: bool,
 }
 
-async fn add_to_series(c: &mut dyn Conn, p: SeriesPoint<'_>) -> Result<(), StoreError> {
-    if c.dialect().has_conditional_upsert() {
-        c.execute(
-            query(
-                "INSERT INTO analytics_series (sku, location, bucket, start, units_sold, orders, on_hand, available, \
-                 last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (sku, location, bucket, start) DO UPDATE SET \
-                 units_sold = analytics_series.units_sold + excluded.units_sold, \
-                 orders = analytics_series.orders + excluded.orders, \
-                 on_hand = CASE WHEN excluded.last_at >= analytics_series.last_at THEN excluded.on_hand ELSE analytics_series.on_hand END, \
-                 available = CASE WHEN excluded.last_at >= analytics_series.last_at THEN excluded.available ELSE analytics_series.available END, \
-                 last_at = CASE WHEN excluded.last_at >= analytics_series.last_at THEN excluded.last_at ELSE analytics_series.last_at END",
-            )
-            .bind(p.sku)
-            .bind(p.location)
-            .bind(p.bucket.as_str())
-            .bind(p.start)
-            .bind(p.units)
-            .bind(p.orders)
-            .bind(p.on_hand)
-            .bind(p.available)
-            .bind(p.last_at),
-        )
-        .await?;
-        return Ok(());
-    }
-    // Read, decide, write, under the sku's status lock (see `upsert_levels`).
-    let current = c
-        .fetch_optional(
-            query(
-                "SELECT units_sold, orders, on_hand, available, last_at FROM analytics_series \
-                 WHERE sku = $1 AND location = $2 AND bucket = $3 AND start = $4",
-            )
-            .bind(p.sku)
-            .bind(p.location)
-            .bind(p.bucket.as_str())
-            .bind(p.start),
-        )
-        .await?;
-    let (sql, units, orders, on_hand, available, last_at) = match current {
-        None => (
-            "INSERT INTO analytics_series (sku, location, bucket, start, units_sold, orders, on_hand, available, last_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            p.units,
-            p.orders,
-            p.on_hand,
-            p.available,
-            p.last_at,
-        ),
-        Some(row) => {
-            let newer = p.last_at >= row.int(4)?;
-            (
-                "UPDATE analytics_series SET units_sold = $5, orders = $6, on_hand = $7, available = $8, last_at = $9 \
-                 WHERE sku = $1 AND location = $2 AND bucket = $3 AND start = $4",
-                row.int(0)? + p.units,
-                row.int(1)? + p.orders,
-                if newer { p.on_hand } else { row.int(2)? },
-                if newer { p.available } else { row.int(3)? },
-                if newer { p.last_at } else { row.int(4)? },
-            )
-        }
-    };
-    c.execute(
-        query(sql)
-            .bind(p.sku)
-            .bind(p.location)
-            .bind(p.bucket.as_str())
-            .bind(p.start)
-            .bind(units)
-            .bind(orders)
-            .bind(on_hand)
-            .bind(available)
-            .bind(last_at),
-    )
-    .await?;
-    Ok(())
+/// The level and series rows a batch touches, read once and written once.
+struct Book {
+    levels: BTreeMap<(String, String), LevelRow>,
+    series: BTreeMap<SeriesKey, SeriesRow>,
 }
 
-/// A new movement's levels (when it is the newest of its row) and its four series rows.
-async fn apply_movement(c: &mut dyn Conn, m: &ObservedMovement) -> Result<(), StoreError> {
-    let at = m.at.timestamp_micros();
-    upsert_levels(c, m).await?;
-    let totals = c
-        .fetch_one(
-            query(
-                "SELECT CAST(COALESCE(SUM(on_hand), 0) AS BIGINT), CAST(COALESCE(SUM(available), 0) AS BIGINT) \
-                 FROM analytics_levels WHERE sku = $1",
-            )
-            .bind(&m.sku),
-        )
-        .await?;
-    let (total_on_hand, total_available) = (totals.int(0)?, totals.int(1)?);
-    let sold = units_sold(&m.kind, m.committed_delta);
-    let order = i64::from(is_order(&m.kind));
-    for bucket in [Bucket::Hour, Bucket::Day] {
-        let start = bucket.start_of(at);
-        // An order split across locations is one order of the sku: count it in the total row once.
-        let first_of_order = match (&m.cause, order) {
-            (Some(cause), 1) => {
-                let earlier = c
-                    .fetch_one(
-                        query(
-                            "SELECT COUNT(*) FROM analytics_events WHERE sku = $1 AND cause = $2 AND kind = 'commit' \
-                             AND at >= $3 AND at < $4 AND id <> $5",
-                        )
-                        .bind(&m.sku)
-                        .bind(cause)
-                        .bind(start)
-                        .bind(start + bucket.micros())
-                        .bind(&m.id),
-                    )
-                    .await?;
-                i64::from(earlier.int(0)? == 0)
+impl Book {
+    /// Every level row of the batch's skus (a sku's total is the sum over its locations), and the series rows
+    /// its movements fall in.
+    async fn read(
+        c: &mut dyn Conn,
+        skus: &BTreeSet<&str>,
+        movements: &[&ObservedMovement],
+    ) -> Result<Self, StoreError> {
+        let skus: Vec<&str> = skus.iter().copied().collect();
+        let mut levels = BTreeMap::new();
+        for chunk in skus.chunks(ID_LOOKUP_MAX) {
+            let sql = format!(
+                "SELECT sku, location, on_hand, reserved, committed, safety_stock, available, movement_at, movement_id \
+                 FROM analytics_levels WHERE sku IN ({})",
+                list(1, chunk.len())
+            );
+            for r in c.fetch_all(query(sql).bind_all(chunk.iter().copied())).await? {
+                let row = LevelRow {
+                    on_hand: r.int(2)?,
+                    reserved: r.int(3)?,
+                    committed: r.int(4)?,
+                    safety_stock: r.int(5)?,
+                    available: r.int(6)?,
+                    movement_at: r.int(7)?,
+                    movement_id: r.text(8)?,
+                    stored: true,
+                    changed: false,
+                };
+                levels.insert((r.text(0)?, r.text(1)?), row);
             }
-            _ => order,
-        };
-        for (location, orders, on_hand, available) in [
-            (m.location.as_str(), order, m.on_hand, m.available),
-            (ALL_LOCATIONS, first_of_order, total_on_hand, total_available),
-        ] {
-            let point = SeriesPoint {
-                sku: &m.sku,
-                location,
-                bucket,
-                start,
-                units: sold,
-                orders,
-                on_hand,
-                available,
-                last_at: at,
+        }
+
+        let mut wanted = BTreeSet::new();
+        for m in movements {
+            for bucket in [Bucket::Hour, Bucket::Day] {
+                let start = bucket.start_of(m.at.timestamp_micros());
+                for location in [m.location.as_str(), ALL_LOCATIONS] {
+                    wanted.insert((m.sku.clone(), location.to_owned(), bucket.as_str(), start));
+                }
+            }
+        }
+        // Each column of the key constrained, so that every backend looks the rows up on the key's index.
+        let locations: Vec<&str> = wanted.iter().map(|k| k.1.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+        let starts: Vec<i64> = wanted.iter().map(|k| k.3).collect::<BTreeSet<_>>().into_iter().collect();
+        let buckets = [Bucket::Hour.as_str(), Bucket::Day.as_str()];
+        let mut series = BTreeMap::new();
+        let mut lookups = Vec::new();
+        for skus in skus.chunks(SERIES_LOOKUP_MAX) {
+            for locations in locations.chunks(SERIES_LOOKUP_MAX) {
+                for starts in starts.chunks(SERIES_LOOKUP_MAX) {
+                    let sql = format!(
+                        "SELECT sku, location, bucket, start, units_sold, orders, on_hand, available, last_at \
+                         FROM analytics_series WHERE sku IN ({}) AND location IN ({}) AND bucket IN ($1, $2) \
+                         AND start IN ({})",
+                        list(3, skus.len()),
+                        list(3 + skus.len(), locations.len()),
+                        list(3 + skus.len() + locations.len(), starts.len())
+                    );
+                    lookups.push(
+                        query(sql)
+                            .bind_all(buckets)
+                            .bind_all(skus.iter().copied())
+                            .bind_all(locations.iter().copied())
+                            .bind_all(starts.iter().copied()),
+                    );
+                }
+            }
+        }
+        for q in lookups {
+            for r in c.fetch_all(q).await? {
+                let bucket = if r.text(2)? == Bucket::Day.as_str() { Bucket::Day } else { Bucket::Hour };
+                let key = (r.text(0)?, r.text(1)?, bucket.as_str(), r.int(3)?);
+                if !wanted.contains(&key) {
+                    continue;
+                }
+                let row = SeriesRow {
+                    units_sold: r.int(4)?,
+                    orders: r.int(5)?,
+                    on_hand: r.int(6)?,
+                    available: r.int(7)?,
+                    last_at: r.int(8)?,
+                    stored: true,
+                    changed: false,
+                };
+                series.insert(key, row);
+            }
+        }
+        Ok(Self { levels, series })
+    }
+
+    /// A sku's `(on_hand, available)` summed over its locations.
+    fn totals(&self, sku: &str) -> (i64, i64) {
+        self.levels
+            .range((sku.to_owned(), String::new())..)
+            .take_while(|((s, _), _)| s == sku)
+            .fold((0, 0), |(on_hand, available), (_, l)| (on_hand + l.on_hand, available + l.available))
+    }
+
+    fn available(&self, sku: &str) -> i64 {
+        self.totals(sku).1
+    }
+
+    /// A new movement: its row's levels become its own when it is the newest of the row, by (time, id), so
+    /// late and repeated events never roll them back; and it adds to its four series rows.
+    fn apply(&mut self, m: &ObservedMovement, orders: &mut Vec<OrderCommit>) {
+        let at = m.at.timestamp_micros();
+        let key = (m.sku.clone(), m.location.clone());
+        let newer = self.levels.get(&key).is_none_or(|l| (l.movement_at, l.movement_id.as_str()) < (at, m.id.as_str()));
+        if newer {
+            let stored = self.levels.get(&key).is_some_and(|l| l.stored);
+            let row = LevelRow {
+                on_hand: m.on_hand,
+                reserved: m.reserved,
+                committed: m.committed,
+                safety_stock: m.safety_stock,
+                available: m.available,
+                movement_at: at,
+                movement_id: m.id.clone(),
+                stored,
+                changed: true,
             };
-            add_to_series(c, point).await?;
+            self.levels.insert(key, row);
+        }
+        let (total_on_hand, total_available) = self.totals(&m.sku);
+        let sold = units_sold(&m.kind, m.committed_delta);
+        let order = i64::from(is_order(&m.kind));
+        for bucket in [Bucket::Hour, Bucket::Day] {
+            let start = bucket.start_of(at);
+            let first_of_order = match (&m.cause, order) {
+                (Some(cause), 1) => {
+                    let end = start + bucket.micros();
+                    let earlier = orders
+                        .iter()
+                        .any(|(s, c, t, id)| *s == m.sku && c == cause && (start..end).contains(t) && *id != m.id);
+                    i64::from(!earlier)
+                }
+                _ => order,
+            };
+            for (location, orders, on_hand, available) in [
+                (m.location.as_str(), order, m.on_hand, m.available),
+                (ALL_LOCATIONS, first_of_order, total_on_hand, total_available),
+            ] {
+                let key = (m.sku.clone(), location.to_owned(), bucket.as_str(), start);
+                let row = self.series.entry(key).or_insert(SeriesRow {
+                    units_sold: 0,
+                    orders: 0,
+                    on_hand,
+                    available,
+                    last_at: i64::MIN,
+                    stored: false,
+                    changed: false,
+                });
+                row.units_sold += sold;
+                row.orders += orders;
+                if at >= row.last_at {
+                    (row.on_hand, row.available, row.last_at) = (on_hand, available, at);
+                }
+                row.changed = true;
+            }
+        }
+        if let (Some(cause), 1) = (&m.cause, order) {
+            orders.push((m.sku.clone(), cause.clone(), at, m.id.clone()));
         }
     }
-    Ok(())
-}
 
-async fn thresholds(c: &mut dyn Conn, sku: &str) -> Result<Thresholds, StoreError> {
-    let row = c
-        .fetch_optional(query("SELECT low_stock_days, reorder_point FROM sku_policies WHERE sku = $1").bind(sku))
-        .await?;
-    Ok(match row {
-        Some(r) => Thresholds::from_policy(r.opt_int(0)?, r.opt_int(1)?),
-        None => Thresholds::default(),
-    })
-}
-
-/// `(available, sold in the trailing 24 h, sold in the trailing 7 days)` of one sku, at one location or across
-/// all of them.
-async fn figures(
-    c: &mut dyn Conn,
-    sku: &str,
-    location: Option<&str>,
-    now: Timestamp,
-) -> Result<(i64, i64, i64), StoreError> {
-    let mut q = query(format!(
-        "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM analytics_levels WHERE sku = $1{}",
-        if location.is_some() { " AND location = $2" } else { "" }
-    ))
-    .bind(sku);
-    if let Some(location) = location {
-        q = q.bind(location);
+    /// One statement per changed row: an insert for a row that was not there, else an update.
+    fn writes(&self) -> Vec<Query> {
+        let levels = self.levels.iter().filter(|(_, l)| l.changed).map(|((sku, location), l)| {
+            let sql = if l.stored {
+                "UPDATE analytics_levels SET on_hand = $3, reserved = $4, committed = $5, safety_stock = $6, \
+                 available = $7, movement_at = $8, movement_id = $9 WHERE sku = $1 AND location = $2"
+            } else {
+                "INSERT INTO analytics_levels (sku, location, on_hand, reserved, committed, safety_stock, available, \
+                 movement_at, movement_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            };
+            query(sql)
+                .bind(sku.as_str())
+                .bind(location.as_str())
+                .bind(l.on_hand)
+                .bind(l.reserved)
+                .bind(l.committed)
+                .bind(l.safety_stock)
+                .bind(l.available)
+                .bind(l.movement_at)
+                .bind(l.movement_id.as_str())
+        });
+        let series = self.series.iter().filter(|(_, s)| s.changed).map(|((sku, location, bucket, start), s)| {
+            let sql = if s.stored {
+                "UPDATE analytics_series SET units_sold = $5, orders = $6, on_hand = $7, available = $8, last_at = $9 \
+                 WHERE sku = $1 AND location = $2 AND bucket = $3 AND start = $4"
+            } else {
+                "INSERT INTO analytics_series (sku, location, bucket, start, units_sold, orders, on_hand, available, \
+                 last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            };
+            query(sql)
+                .bind(sku.as_str())
+                .bind(location.as_str())
+                .bind(*bucket)
+                .bind(*start)
+                .bind(s.units_sold)
+                .bind(s.orders)
+                .bind(s.on_hand)
+                .bind(s.available)
+                .bind(s.last_at)
+        });
+        levels.chain(series).collect()
     }
-    let available = c.fetch_one(q).await?.int(0)?;
-    let sales = sold_by_sku(c, Some(sku), location, now).await?;
-    let (day, week) = sales.get(sku).copied().unwrap_or_default();
-    Ok((available, day, week))
 }
 
-/// Units sold per sku in the trailing 24 hours and 7 days, for one sku or all, at one location or all.
+/// The thresholds of `skus` (the defaults for one without a policy).
+async fn thresholds_of(c: &mut dyn Conn, skus: &[&str]) -> Result<HashMap<String, Thresholds>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in skus.chunks(ID_LOOKUP_MAX) {
+        let sql = format!(
+            "SELECT sku, low_stock_days, reorder_point FROM sku_policies WHERE sku IN ({})",
+            list(1, chunk.len())
+        );
+        for r in c.fetch_all(query(sql).bind_all(chunk.iter().copied())).await? {
+            out.insert(r.text(0)?, Thresholds::from_policy(r.opt_int(1)?, r.opt_int(2)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Units sold per sku in the trailing 24 hours and 7 days, for some skus or all, at one location or all.
 async fn sold_by_sku(
     c: &mut dyn Conn,
-    sku: Option<&str>,
+    skus: Option<&[&str]>,
     location: Option<&str>,
     now: Timestamp,
 ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
-    let now_us = now.timestamp_micros();
-    // PostgreSQL sums BIGINTs as NUMERIC: cast back.
-    let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN at > $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
-                   CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
-                   WHERE units_sold <> 0 AND at > $2 AND at <= $3"
-        .to_owned();
-    let mut n = 3;
-    if sku.is_some() {
-        n += 1;
-        sql.push_str(&format!(" AND sku = ${n}"));
-    }
-    if location.is_some() {
-        n += 1;
-        sql.push_str(&format!(" AND location = ${n}"));
-    }
-    sql.push_str(" GROUP BY sku");
-    let mut q = query(sql).bind(now_us - DAY_MICROS).bind(now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS).bind(now_us);
-    if let Some(sku) = sku {
-        q = q.bind(sku);
-    }
-    if let Some(location) = location {
-        q = q.bind(location);
-    }
     let mut out = HashMap::new();
-    for row in c.fetch_all(q).await? {
-        out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
+    let chunks: Vec<Option<&[&str]>> = match skus {
+        Some([]) => return Ok(out),
+        Some(skus) => skus.chunks(ID_LOOKUP_MAX).map(Some).collect(),
+        None => vec![None],
+    };
+    let now_us = now.timestamp_micros();
+    for chunk in chunks {
+        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+        let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN at > $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
+                       CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
+                       WHERE units_sold <> 0 AND at > $2 AND at <= $3"
+            .to_owned();
+        let mut q = query("").bind(now_us - DAY_MICROS).bind(now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS).bind(now_us);
+        if let Some(location) = location {
+            sql.push_str(" AND location = $4");
+            q = q.bind(location);
+        }
+        if let Some(chunk) = chunk {
+            sql.push_str(&format!(" AND sku IN ({})", list(q.params.len() + 1, chunk.len())));
+            q = q.bind_all(chunk.iter().copied());
+        }
+        sql.push_str(" GROUP BY sku");
+        q.sql = sql.into();
+        for row in c.fetch_all(q).await? {
+            out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
+        }
     }
     Ok(out)
 }

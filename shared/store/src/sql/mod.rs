@@ -36,12 +36,6 @@ impl Dialect {
             Self::Sqlite | Self::Spanner => "",
         }
     }
-
-    /// Whether `ON CONFLICT … DO UPDATE` may carry a `WHERE` and set columns to anything but `excluded.*`.
-    /// Spanner allows neither: its upserts replace the whole row.
-    pub(crate) fn has_conditional_upsert(self) -> bool {
-        !matches!(self, Self::Spanner)
-    }
 }
 
 /// Parameters one statement may carry at most: Spanner allows 950 ("Number of parameters in query exceeds the
