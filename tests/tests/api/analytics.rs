@@ -252,6 +252,21 @@ async fn trailing_windows_are_exact_at_their_edges(backend: Backend) {
     assert_eq!(sold(&east.body), (Some(0), Some(12)), "{}", east.body);
     let west = app.get("/v1/analytics/stock-health?location=west").await;
     assert_eq!(sold(&west.body), (Some(3), Some(3)), "{}", west.body);
+
+    // The recorder judges from the hourly series, with the same edges: nothing has crossed yet; a reorder point
+    // above the stock and one more movement make it low, and the crossing's velocity is the week's 15 over 7 days.
+    let lows = || async {
+        let events = outbox_events(&app.db.url).await;
+        events.into_iter().filter(|e| e["type"] == "dev.stockroom.stock.low.v1").collect::<Vec<_>>()
+    };
+    assert_eq!(lows().await, Vec::<Value>::new());
+    set_policy(&app.db, "EDGE", None, Some(1_000)).await;
+    let nudge = step(m(3), "EDGE", "west", "adjustment", (1, 0, 0), (101, 0, 3), None);
+    let r = post_structured(&app, &movement_event("edge-nudge", &nudge, now)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let lows = lows().await;
+    assert_eq!(lows.len(), 1, "{lows:?}");
+    assert_eq!(lows[0]["data"]["velocity_per_day"], json!(15.0 / 7.0), "{}", lows[0]);
 }
 
 /// Sets a sku's thresholds in the ledger's policy table, as `PUT /v1/skus/{sku}/policy` does.
