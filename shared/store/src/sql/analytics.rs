@@ -532,40 +532,30 @@ async fn sold_recently(
     Ok(out)
 }
 
-/// Units sold per sku in the trailing 24 hours and 7 days, for some skus or all, at one location or all.
+/// Units sold per sku in the trailing 24 hours and 7 days, at one location or all, summed from the raw events
+/// (the dashboard's read; the recorder reads [`sold_recently`]).
 async fn sold_by_sku(
     c: &mut dyn Conn,
-    skus: Option<&[&str]>,
     location: Option<&str>,
     now: Timestamp,
 ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
-    let mut out = HashMap::new();
-    let chunks: Vec<Option<&[&str]>> = match skus {
-        Some([]) => return Ok(out),
-        Some(skus) => skus.chunks(ID_LOOKUP_MAX).map(Some).collect(),
-        None => vec![None],
-    };
     let now_us = now.timestamp_micros();
-    for chunk in chunks {
-        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
-        let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN at > $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
-                       CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
-                       WHERE units_sold <> 0 AND at > $2 AND at <= $3"
-            .to_owned();
-        let mut q = query("").bind(now_us - DAY_MICROS).bind(now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS).bind(now_us);
-        if let Some(location) = location {
-            sql.push_str(" AND location = $4");
-            q = q.bind(location);
-        }
-        if let Some(chunk) = chunk {
-            sql.push_str(&format!(" AND sku IN ({})", list(q.params.len() + 1, chunk.len())));
-            q = q.bind_all(chunk.iter().copied());
-        }
-        sql.push_str(" GROUP BY sku");
-        q.sql = sql.into();
-        for row in c.fetch_all(q).await? {
-            out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
-        }
+    // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+    let mut sql = "SELECT sku, CAST(COALESCE(SUM(CASE WHEN at > $1 THEN units_sold ELSE 0 END), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(units_sold), 0) AS BIGINT) FROM analytics_events \
+                   WHERE units_sold <> 0 AND at > $2 AND at <= $3"
+        .to_owned();
+    if location.is_some() {
+        sql.push_str(" AND location = $4");
+    }
+    sql.push_str(" GROUP BY sku");
+    let mut q = query(sql).bind(now_us - DAY_MICROS).bind(now_us - VELOCITY_WINDOW_DAYS * DAY_MICROS).bind(now_us);
+    if let Some(location) = location {
+        q = q.bind(location);
+    }
+    let mut out = HashMap::new();
+    for row in c.fetch_all(q).await? {
+        out.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
     }
     Ok(out)
 }
@@ -583,7 +573,7 @@ pub(crate) async fn stock_health(
         q = q.bind(location);
     }
     let available = c.fetch_all(q).await?;
-    let sold = sold_by_sku(c, None, location, now).await?;
+    let sold = sold_by_sku(c, location, now).await?;
     let mut policies = HashMap::new();
     for row in c.fetch_all(query("SELECT sku, low_stock_days, reorder_point FROM sku_policies")).await? {
         policies.insert(row.text(0)?, Thresholds::from_policy(row.opt_int(1)?, row.opt_int(2)?));
