@@ -459,9 +459,7 @@ async fn shuffled_duplicated_delivery_gives_the_same_figures(backend: Backend) {
     let shuffled = TestApp::spawn_aggregator(TestDb::new(backend).await).await;
     let mut deliveries: Vec<(usize, usize)> =
         (0..events.len()).flat_map(|i| (0..1 + rng.below(3) as usize).map(move |c| (i, c))).collect();
-    for i in (1..deliveries.len()).rev() {
-        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut deliveries);
     for chunk in deliveries.chunks(8) {
         let replies = futures::future::join_all(chunk.iter().map(|&(i, c)| {
             let api = &shuffled.api;
@@ -495,9 +493,7 @@ async fn batched_recording_leaves_the_rows_one_at_a_time_leaves(backend: Backend
         .map(|(i, s)| observe_structured(&movement_event(&format!("bat-{i:04}"), s, now)).expect("a movement event"))
         .collect();
     let mut deliveries: Vec<&ObservedEvent> = events.iter().flat_map(|e| vec![e; 1 + rng.below(3) as usize]).collect();
-    for i in (1..deliveries.len()).rev() {
-        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut deliveries);
 
     let one_by_one = TestDb::new(backend).await;
     let store = SqlStore::connect(&settings_for(&one_by_one.url).store()).await.expect("a migrated store");

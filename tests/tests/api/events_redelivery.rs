@@ -235,13 +235,6 @@ async fn deliver(api: &Api, steps: &[Step], d: Delivery) -> Reply {
     }
 }
 
-fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
-    for i in (1..items.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
-}
-
 /// Every delivery of `range`'s steps, 1–3 each by random paths, shuffled.
 fn deliveries(rng: &mut Rng, steps: &[Step], range: std::ops::Range<usize>) -> Vec<Delivery> {
     let mut out = Vec::new();
@@ -258,7 +251,7 @@ fn deliveries(rng: &mut Rng, steps: &[Step], range: std::ops::Range<usize>) -> V
             out.push(Delivery { step, nth, path });
         }
     }
-    shuffle(rng, &mut out);
+    rng.shuffle(&mut out);
     out
 }
 
